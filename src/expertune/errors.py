@@ -35,3 +35,9 @@ class ModelReferenceError(UserError):
     """A model name or folder cannot be loaded (missing, offline, wrong family)."""
 
     kind = "model error"
+
+
+class TrainingStopped(UserError):
+    """Training cannot go on (a non-finite loss, say); the last good checkpoint is kept."""
+
+    kind = "training stopped"

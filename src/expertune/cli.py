@@ -1,0 +1,183 @@
+"""The one entry point: `expertune train|config|generate|tiny-model|demo`.
+
+Heavy libraries (torch, diffusers) are imported inside the subcommands, so `--help` and
+`config show` start instantly. This is the only place that maps a UserError to exit
+code 2; an unexpected exception keeps its traceback and exits 1 (a bug to report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from expertune.errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="expertune",
+        allow_abbrev=False,
+        epilog="train and config show take any training flag after --config FILE, "
+        "e.g. --learning_rate=1e-5 --refiner_training.",
+        description="Train and run timestep mixture-of-experts diffusion models (SDXL family).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = _no_abbrev(sub.add_parser)
+
+    t = sub.add_parser("train", help="train one expert from a config file plus flags")
+    t.add_argument("--config", help="config.env, config.json or config.toml")
+
+    c = sub.add_parser("config", help="inspect a config")
+    csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    csub.add_parser = _no_abbrev(csub.add_parser)
+    show = csub.add_parser("show", help="print the resolved config (no model, no network)")
+    show.add_argument("--config", help="config.env, config.json or config.toml")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+
+    g = sub.add_parser("generate", help="base then refiner, handing over latents (the seed)")
+    g.add_argument("--base", required=True, help="stage-one expert folder")
+    g.add_argument("--refiner", required=True, help="stage-two expert folder")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--refiner-prompt", help="prompt for stage two (default: --prompt)")
+    g.add_argument("--negative-prompt")
+    g.add_argument("--steps", type=int, default=40)
+    g.add_argument("--base-model-power", type=float, help="default: 1 - refiner strength")
+    g.add_argument("--guidance-scale", type=float, default=9.2)
+    g.add_argument("--guidance-rescale", type=float, default=0.7)
+    g.add_argument("--refiner-guidance-scale", type=float, help="default: --guidance-scale")
+    g.add_argument("--refiner-guidance-rescale", type=float, help="default: --guidance-rescale")
+    g.add_argument("--scheduler", default="unipc", choices=["unipc", "euler", "euler_a", "ddim", "dpmpp_2m"])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--height", type=int)
+    g.add_argument("--width", type=int)
+    g.add_argument("--out", default="out.png")
+
+    tm = sub.add_parser("tiny-model", help="build the embedded tiny SDXL model offline")
+    tm.add_argument("out_dir")
+    tm.add_argument("--seed", type=int, default=0)
+
+    d = sub.add_parser("demo", help="the seed's two-expert workflow on the tiny model")
+    d.add_argument("--workdir", default="expertune-demo")
+    d.add_argument("--steps", type=int, default=None, help="training steps per expert")
+    return p
+
+
+def _no_abbrev(add_parser):
+    """Subparsers that never guess a flag from its prefix (training flags pass through)."""
+
+    def add(*args, **kwargs):
+        return add_parser(*args, allow_abbrev=False, **kwargs)
+
+    return add
+
+
+def _cmd_train(args) -> int:
+    from expertune.config import load_config
+    from expertune.train.run import run_training
+
+    cfg = load_config(args.config, _flags(args.flags))
+    result = run_training(cfg)
+    print(f"trained {result.steps} steps in {result.wall_s:.1f}s -> {cfg.output_dir}")
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from expertune.config import load_config, show_config
+
+    cfg = load_config(args.config, _flags(args.flags))
+    print(show_config(cfg, as_json=args.json))
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
+
+    base = StageOptions(args.prompt, args.guidance_scale, args.guidance_rescale, args.negative_prompt)
+    refiner = StageOptions(
+        args.refiner_prompt or args.prompt,
+        args.guidance_scale if args.refiner_guidance_scale is None else args.refiner_guidance_scale,
+        args.guidance_rescale
+        if args.refiner_guidance_rescale is None
+        else args.refiner_guidance_rescale,
+        args.negative_prompt,
+    )
+    chain = ExpertChain(args.base, args.refiner, scheduler=args.scheduler)
+    image = chain(
+        ChainRequest(
+            base=base,
+            refiner=refiner,
+            steps=args.steps,
+            base_model_power=args.base_model_power,
+            seed=args.seed,
+            height=args.height,
+            width=args.width,
+            scheduler=args.scheduler,
+        )
+    )
+    print(f"wrote {save_image(image, args.out)}")
+    return 0
+
+
+def _cmd_tiny_model(args) -> int:
+    from expertune.models.tiny import build_tiny_sdxl
+
+    print(f"built {build_tiny_sdxl(args.out_dir, seed=args.seed)}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from expertune.demo import run_demo
+
+    run_demo(args.workdir, steps=args.steps)
+    return 0
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "config": _cmd_config,
+    "generate": _cmd_generate,
+    "tiny-model": _cmd_tiny_model,
+    "demo": _cmd_demo,
+}
+
+
+def _flags(rest: list[str]) -> list[str]:
+    """Training flags given on the command line; a `--` separator is dropped."""
+    return [arg for arg in rest if arg != "--"]
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (import-time notices, hub telemetry) out of the user's terminal."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("accelerate", "diffusers", "transformers", "huggingface_hub", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and not (args.command == "train" or args.command == "config"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.flags = rest
+    _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"expertune: {exc.kind}: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("expertune: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

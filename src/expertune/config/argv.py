@@ -1,0 +1,52 @@
+"""Command-line style flags -> Settings (used for argv and for TRAINER_EXTRA_ARGS)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from expertune.config.names import BOOL_FLAGS, flag_for_key
+from expertune.config.setting import Setting, Settings
+from expertune.errors import ConfigError
+
+BOOL_WORDS = frozenset({"true", "false", "1", "0", "yes", "no"})
+
+
+def read_argv(
+    tokens: Sequence[str], where: str | Callable[[str], str] = "command line"
+) -> Settings:
+    """Flags: ``--key=value``, ``--key value`` and bare boolean ``--flag``; last one wins.
+
+    ``where`` is a place name, or a function from the flag's token to one (so flags in
+    TRAINER_EXTRA_ARGS can point at the line that wrote them).
+    """
+    place = where if callable(where) else (lambda _token: where)
+    settings: Settings = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(
+                f"unexpected argument {token!r} in {place(token)}; flags look like --key=value"
+            )
+        key, has_value, value = token[2:].partition("=")
+        flag = flag_for_key(key, place(token))
+        raw: object = value
+        if not has_value:
+            raw, i = _value_after(tokens, i, flag, key, place(token))
+        settings[flag] = Setting(raw, f"--{key}", place(token))
+    return settings
+
+
+def _value_after(
+    tokens: Sequence[str], i: int, flag: str, key: str, where: str
+) -> tuple[object, int]:
+    """The value of a flag written without ``=``, and the index after it."""
+    following = tokens[i] if i < len(tokens) else None
+    if flag in BOOL_FLAGS:
+        if following is not None and following.lower() in BOOL_WORDS:
+            return following, i + 1
+        return True, i
+    if following is None or following.startswith("--"):
+        raise ConfigError(f"--{key} in {where} needs a value, e.g. --{key}=VALUE")
+    return following, i + 1

@@ -1,0 +1,161 @@
+"""TrainConfig: the one frozen, validated object every room below config/ receives.
+
+Field names are SimpleTuner's flag names, so a flag, a JSON/TOML key and a field are the
+same word. Sources and env names live in sources.py and names.py; this module only says
+what a valid configuration is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from expertune.errors import ConfigError
+from expertune.schedule.bands import BandPlan, expert_band
+
+SDXL_TRAIN_TIMESTEPS = 1000
+
+
+class TrainConfig(BaseModel):
+    """Everything one training job needs; built by ``expertune.config.load_config``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # model
+    model_type: Literal["full", "lora"] = "full"  # train every weight, or a LoRA adapter
+    model_family: Literal["sdxl"] = "sdxl"  # SDXL layout (SDXL, SSD-1B, Terminus ...)
+    pretrained_model_name_or_path: str  # hub name, local diffusers folder or single file
+    use_bitfit: bool = False  # train only biases (not implemented yet)
+    use_dora: bool = False  # weight-decomposed LoRA (not implemented yet)
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float | None = None  # None = lora_rank
+    # optimisation
+    learning_rate: float = Field(1e-6, gt=0)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    train_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    max_grad_norm: float = Field(1.0, ge=0)  # 0 = no clipping
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_weight_decay: float = Field(1e-2, ge=0)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    max_train_steps: int | None = Field(None, ge=1)  # when set, overrides num_train_epochs
+    num_train_epochs: int = Field(1, ge=1)
+    seed: int = 42
+    # outputs and checkpoints
+    output_dir: str = "output"
+    cache_dir: str = "cache"  # latents and text embeddings, shared between experts
+    checkpointing_steps: int = Field(500, ge=0)  # 0 = only at the end
+    checkpoints_total_limit: int | None = Field(None, ge=1)
+    resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
+    logging_steps: int = Field(10, ge=1)  # loss synced to host, metrics.jsonl flushed
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    # data
+    resolution: int = 1024  # pixels, multiple of 8
+    data_backend_config: str | None = None  # dataloader JSON (SimpleTuner's multidatabackend)
+    instance_data_dir: str | None = None  # a plain image folder, when no dataloader config
+    # timestep experts and noise schedule
+    refiner_training: bool = False  # train one band of a timestep mixture of experts
+    refiner_training_strength: float = Field(0.2, gt=0, lt=1)  # fraction of T for the refiner
+    refiner_training_invert_schedule: bool = False  # train the base (high-noise) band instead
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    rescale_betas_zero_snr: bool = False
+    training_scheduler_timestep_spacing: Literal["leading", "linspace", "trailing"] = "trailing"
+    snr_gamma: float | None = Field(None, gt=0)  # min-SNR loss weighting
+    noise_offset: float = Field(0.0, ge=0)
+    # validation
+    validation_steps: int = Field(0, ge=0)  # 0 = no periodic validation
+    validation_prompt: str | None = None
+    validation_using_datasets: bool = False  # partially denoise dataset images from the edge
+    num_validation_images: int = Field(1, ge=1)
+    validation_num_inference_steps: int = Field(20, ge=1)
+    validation_guidance: float = 7.5
+    validation_guidance_rescale: float = Field(0.0, ge=0, le=1)  # 0.7 for zero-SNR models
+    validation_seed: int | None = None
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution_multiple_of_8(cls, value: int) -> int:
+        if value < 64 or value % 8:
+            raise ValueError("must be a multiple of 8 pixels and at least 64, e.g. 1024")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrainConfig:
+        for rule in (_invert_needs_refiner, _bitfit_and_dora, _band_not_empty):
+            rule(self)
+        return self
+
+    def band_plan(self, num_train_timesteps: int = SDXL_TRAIN_TIMESTEPS) -> BandPlan:
+        """The plan this job belongs to: two bands with --refiner_training, else one."""
+        if not self.refiner_training:
+            return BandPlan.single(num_train_timesteps)
+        return BandPlan.from_strength(self.refiner_training_strength, num_train_timesteps)
+
+    def expert_band(self, num_train_timesteps: int = SDXL_TRAIN_TIMESTEPS) -> tuple[int, int]:
+        """Lowest and highest training timestep (inclusive) this expert trains."""
+        band = expert_band(
+            self.refiner_training,
+            self.refiner_training_strength,
+            self.refiner_training_invert_schedule,
+            num_train_timesteps,
+        )
+        return band.lo, band.hi
+
+    def as_flags(self) -> dict[str, Any]:
+        """Every field as a JSON-able dict keyed by field (= flag) name."""
+        return self.model_dump(mode="json")
+
+    def sources(self) -> dict[str, str]:
+        """Where each value the user set came from, e.g. ``LEARNING_RATE (config.env:9)``."""
+        return dict(self._sources)
+
+    # Equality and hashing look at the fields only, not at where they came from.
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrainConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.model_dump().items()))
+
+
+def _invert_needs_refiner(cfg: TrainConfig) -> None:
+    if cfg.refiner_training_invert_schedule and not cfg.refiner_training:
+        raise ConfigError(
+            "--refiner_training_invert_schedule needs --refiner_training: add "
+            "--refiner_training (and --refiner_training_strength) or drop the invert flag"
+        )
+
+
+def _bitfit_and_dora(cfg: TrainConfig) -> None:
+    if cfg.use_dora and cfg.model_type != "lora":
+        raise ConfigError(
+            "DoRA needs MODEL_TYPE=lora (--model_type=lora); set USE_DORA=false for full training"
+        )
+    if cfg.use_dora:
+        raise ConfigError(
+            "USE_DORA=true (--use_dora) is not implemented yet in expertune; "
+            "set USE_DORA=false to train a plain LoRA"
+        )
+    if cfg.use_bitfit and cfg.model_type == "lora":
+        raise ConfigError(
+            "USE_BITFIT=true (--use_bitfit) trains the full model's biases and does not "
+            "combine with MODEL_TYPE=lora; set USE_BITFIT=false"
+        )
+    if cfg.use_bitfit:
+        raise ConfigError(
+            "USE_BITFIT=true (--use_bitfit) is not implemented yet in expertune; "
+            "set USE_BITFIT=false to train every weight"
+        )
+
+
+def _band_not_empty(cfg: TrainConfig) -> None:
+    if cfg.refiner_training:
+        cfg.band_plan()  # raises ConfigError when the strength leaves a band empty
