@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-rescale", type=float, default=0.7)
     g.add_argument("--refiner-guidance-scale", type=float, help="default: --guidance-scale")
     g.add_argument("--refiner-guidance-rescale", type=float, help="default: --guidance-rescale")
-    g.add_argument("--scheduler", default="unipc", choices=["unipc", "euler", "euler_a", "ddim", "dpmpp_2m"])
+    g.add_argument(
+        "--scheduler", default="unipc", choices=["unipc", "euler", "euler_a", "ddim", "dpmpp_2m"]
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--height", type=int)
     g.add_argument("--width", type=int)
@@ -97,7 +99,9 @@ def _cmd_config(args) -> int:
 def _cmd_generate(args) -> int:
     from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
 
-    base = StageOptions(args.prompt, args.guidance_scale, args.guidance_rescale, args.negative_prompt)
+    base = StageOptions(
+        args.prompt, args.guidance_scale, args.guidance_rescale, args.negative_prompt
+    )
     refiner = StageOptions(
         args.refiner_prompt or args.prompt,
         args.guidance_scale if args.refiner_guidance_scale is None else args.refiner_guidance_scale,

@@ -4,7 +4,11 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from expertune.schedule.noise import Parameterisation, inference_scheduler_config, training_scheduler
+from expertune.schedule.noise import (
+    Parameterisation,
+    inference_scheduler_config,
+    training_scheduler,
+)
 from expertune.schedule.targets import min_snr_weights, prediction_target, sample_noise, snr
 
 SDXL = {

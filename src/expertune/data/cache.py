@@ -1,0 +1,197 @@
+"""A content-addressed cache of tensors on disk, shared by jobs that train different experts.
+
+An entry is one safetensors file at `root/kind/key[:2]/key.safetensors`; the key is a
+sha256 of everything the tensors depend on (encoder fingerprint, preprocessing, input),
+so two jobs that would compute the same tensors find the same file, and a changed encoder
+or input simply misses. Entries are written to a temporary file in the same directory,
+fsynced and renamed into place, so a reader sees the whole old file, the whole new file
+or nothing. A per-entry file lock lets concurrent builders compute each entry once.
+Reads check the safetensors header against the file length and a sha256 of the tensors
+stored in the metadata; anything that fails is a miss, and rebuilding overwrites it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import struct
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock, Timeout
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+Tensors = dict[str, torch.Tensor]
+DIGEST_KEY = "expertune_sha256"
+_KIND = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def cache_key(*parts: bytes | str) -> str:
+    """sha256 hex of the parts, each length-prefixed so that ("ab", "c") != ("a", "bc")."""
+    digest = hashlib.sha256()
+    for part in parts:
+        raw = part.encode("utf-8") if isinstance(part, str) else bytes(part)
+        digest.update(len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+    return digest.hexdigest()
+
+
+def tensors_digest(tensors: Tensors) -> str:
+    """sha256 of names, dtypes, shapes and bytes, independent of the file layout."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        flat = tensors[name].detach().cpu().contiguous().reshape(-1)
+        header = f"{name}|{flat.dtype}|{tuple(tensors[name].shape)}|"
+        digest.update(header.encode("utf-8"))
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class KindCounts:
+    """Lookups of one kind of entry: found valid, not found, found but invalid."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupt: int = 0
+
+
+class Cache:
+    """Tensors by (kind, key) under `root`; see the module docstring for the guarantees."""
+
+    key = staticmethod(cache_key)
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.counts: dict[str, KindCounts] = {}
+
+    @property
+    def hits(self) -> int:
+        return sum(c.hits for c in self.counts.values())
+
+    @property
+    def misses(self) -> int:
+        return sum(c.misses for c in self.counts.values())
+
+    def path(self, kind: str, key: str) -> Path:
+        """Where the entry lives; rejects names that could leave the cache folder."""
+        if not _KIND.match(kind) or not _KEY.match(key):
+            raise ValueError(f"bad cache kind {kind!r} or key {key!r}")
+        return self.root / kind / key[:2] / f"{key}.safetensors"
+
+    def get(self, kind: str, key: str) -> Tensors | None:
+        """The entry's tensors if present and intact, else None (counted as a miss)."""
+        return self._count(kind, *_read(self.path(kind, key), full=True))
+
+    def contains(self, kind: str, key: str, count: bool = True) -> bool:
+        """Whether an intact-looking entry exists, checking header and length, not data.
+
+        `count=False` re-checks (say, after taking the lock) without touching the counters.
+        """
+        status, _ = _read(self.path(kind, key), full=False)
+        if count:
+            self._count(kind, status, None)
+        return status == OK
+
+    def put(self, kind: str, key: str, tensors: Tensors) -> Tensors:
+        """Write the entry atomically and return the CPU copies that were stored."""
+        stored = {name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()}
+        metadata = {"format": "pt", DIGEST_KEY: tensors_digest(stored)}
+        _atomic_write(self.path(kind, key), save_bytes(stored, metadata=metadata))
+        return stored
+
+    def get_or_compute(self, kind: str, key: str, fn: Callable[[], Tensors]) -> Tensors:
+        """The entry, computing and storing it under the entry lock if no one has yet."""
+        found = self.get(kind, key)
+        if found is not None:
+            return found
+        with self.lock(kind, key):
+            _, found = _read(self.path(kind, key), full=True)
+            return found if found is not None else self.put(kind, key, fn())
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str, blocking: bool = True) -> Iterator[bool]:
+        """Hold the entry's lock; yields False at once (holding nothing) if not `blocking`
+        and another builder holds it."""
+        lock_path = self.path(kind, key).with_suffix(".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(lock_path)
+        try:
+            lock.acquire(blocking=blocking)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            # Unlinking while held is safe with filelock >= 4: a waiter that opened the old
+            # inode sees it unlinked and retries; it then re-checks the entry and finds it.
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            lock.release()
+
+    def _count(self, kind: str, status: str, found: Tensors | None) -> Tensors | None:
+        counts = self.counts.setdefault(kind, KindCounts())
+        counts.hits += status == OK
+        counts.misses += status != OK
+        counts.corrupt += status == CORRUPT
+        return found
+
+
+OK, ABSENT, CORRUPT = "ok", "absent", "corrupt"
+
+
+def _read(path: Path, full: bool) -> tuple[str, Tensors | None]:
+    """(OK, tensors or None when not `full`), (ABSENT, None) or (CORRUPT, None)."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > min(size - 8, _MAX_HEADER):
+                return CORRUPT, None
+            header = json.loads(handle.read(header_len))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            digest = (header.get("__metadata__") or {}).get(DIGEST_KEY)
+            if size != 8 + header_len + max(ends, default=0) or not digest:
+                return CORRUPT, None
+            if not full:
+                return OK, None
+            handle.seek(0)
+            tensors = load_bytes(handle.read())
+    except FileNotFoundError:
+        return ABSENT, None
+    except Exception:  # any parse failure means a damaged file, which is a miss
+        return CORRUPT, None
+    return (OK, tensors) if tensors_digest(tensors) == digest else (CORRUPT, None)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a fsynced temporary file and os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where directories fsync
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

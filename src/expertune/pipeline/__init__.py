@@ -1,0 +1,1 @@
+"""Inference: experts chained over their bands with diffusers pipelines."""

@@ -1,0 +1,139 @@
+"""Two experts chained the way the seed does it: base with `denoising_end`, latents handed
+to the refiner's Img2Img pipeline with `denoising_start`, same steps and scheduler family.
+
+The VAE and text encoders are loaded once and shared when both experts carry the same
+encoder fingerprints (expertune records them); the parameterisation is read from the
+saved scheduler configs, never from flags.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from expertune.pipeline.experts import ExpertInfo, check_same_parameterisation, read_expert
+
+log = logging.getLogger(__name__)
+
+SCHEDULERS = {
+    "unipc": "UniPCMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+}
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Per-stage prompt and guidance (the seed lets each stage differ)."""
+
+    prompt: str
+    guidance_scale: float = 9.2
+    guidance_rescale: float = 0.0
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainRequest:
+    base: StageOptions
+    refiner: StageOptions
+    steps: int = 40
+    base_model_power: float | None = None
+    seed: int = 0
+    height: int | None = None
+    width: int | None = None
+    scheduler: str = "unipc"
+
+
+def default_power(base: ExpertInfo, refiner: ExpertInfo) -> float:
+    """1 - the refiner's trained strength (the seed's formula); 0.8 if nobody recorded one."""
+    for expert in (refiner, base):
+        if expert.strength is not None:
+            return round(1.0 - expert.strength, 6)
+    log.warning("neither expert records a strength; using --base-model-power 0.8")
+    return 0.8
+
+
+class ExpertChain:
+    """Base and refiner pipelines sharing what can be shared, ready to generate."""
+
+    def __init__(self, base_dir: str | Path, refiner_dir: str | Path, scheduler: str = "unipc"):
+        self.base_info = read_expert(base_dir, "--base")
+        self.refiner_info = read_expert(refiner_dir, "--refiner")
+        check_same_parameterisation([self.base_info, self.refiner_info])
+        self.base, self.refiner = _load_pair(self.base_info, self.refiner_info, scheduler)
+
+    def __call__(self, req: ChainRequest):
+        import torch
+
+        power = req.base_model_power
+        if power is None:
+            power = default_power(self.base_info, self.refiner_info)
+        generator = torch.Generator().manual_seed(req.seed)
+        latents = self.base(
+            prompt=req.base.prompt,
+            negative_prompt=req.base.negative_prompt,
+            num_inference_steps=req.steps,
+            denoising_end=power,
+            guidance_scale=req.base.guidance_scale,
+            guidance_rescale=req.base.guidance_rescale,
+            height=req.height,
+            width=req.width,
+            generator=generator,
+            output_type="latent",
+        ).images
+        return self.refiner(
+            prompt=req.refiner.prompt,
+            negative_prompt=req.refiner.negative_prompt,
+            num_inference_steps=req.steps,
+            denoising_start=power,
+            guidance_scale=req.refiner.guidance_scale,
+            guidance_rescale=req.refiner.guidance_rescale,
+            image=latents,
+            generator=generator,
+        ).images[0]
+
+
+def _load_pair(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):
+    from expertune.models.load import no_progress_bars
+
+    with no_progress_bars():
+        return _load_pipelines(base, refiner, scheduler)
+
+
+def _load_pipelines(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):
+    import diffusers
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    base_pipe = StableDiffusionXLPipeline.from_pretrained(
+        base.path, use_safetensors=True, add_watermarker=False
+    )
+    scheduler_cls = getattr(diffusers, SCHEDULERS[scheduler])
+    base_pipe.scheduler = scheduler_cls.from_config(base_pipe.scheduler.config)
+    shared = {}
+    if base.encoders and base.encoders == refiner.encoders:
+        shared = {
+            name: getattr(base_pipe, name)
+            for name in ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+        }
+    refiner_pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+        refiner.path, use_safetensors=True, add_watermarker=False, **shared
+    )
+    refiner_pipe.scheduler = scheduler_cls.from_config(base_pipe.scheduler.config)
+    for pipe in (base_pipe, refiner_pipe):
+        pipe.set_progress_bar_config(leave=False)
+    return base_pipe, refiner_pipe
+
+
+def save_image(image, out: Path) -> Path:
+    """Save beside, then rename, so a crash never leaves half an image at `out`."""
+    import os
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    image.save(tmp)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,59 @@
+"""What a saved expert folder says about itself, read without loading any weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from expertune.errors import ConfigError, ModelReferenceError
+from expertune.schedule.noise import Parameterisation
+
+
+@dataclass(frozen=True)
+class ExpertInfo:
+    """A saved expert: its folder, parameterisation and (if expertune trained it) its record."""
+
+    path: Path
+    parameterisation: Parameterisation
+    record: dict | None
+
+    @property
+    def strength(self) -> float | None:
+        if self.record and self.record.get("refiner_training"):
+            return float(self.record["refiner_training_strength"])
+        return None
+
+    @property
+    def encoders(self) -> dict | None:
+        return (self.record or {}).get("encoder_fingerprints")
+
+
+def read_expert(path: str | Path, what: str) -> ExpertInfo:
+    """Read `model_index.json`, the scheduler config and expertune.json of an expert folder."""
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        raise ModelReferenceError(
+            f"{what} {path} is not a diffusers pipeline folder (no model_index.json); "
+            "pass the OUTPUT_DIR of a finished expertune run or a diffusers SDXL folder"
+        )
+    sched = path / "scheduler" / "scheduler_config.json"
+    config = json.loads(sched.read_text()) if sched.is_file() else {}
+    record_path = path / "expertune.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    return ExpertInfo(path, Parameterisation.from_scheduler_config(config), record)
+
+
+def check_same_parameterisation(experts: list[ExpertInfo]) -> Parameterisation:
+    """All experts of a chain must share one parameterisation; say which differ if not."""
+    first = experts[0]
+    for other in experts[1:]:
+        if other.parameterisation != first.parameterisation:
+            raise ConfigError(
+                f"experts disagree on parameterisation: {first.path} has "
+                f"{first.parameterisation.as_dict()} but {other.path} has "
+                f"{other.parameterisation.as_dict()}; train both with the same "
+                "--prediction_type, --rescale_betas_zero_snr and "
+                "--training_scheduler_timestep_spacing"
+            )
+    return first.parameterisation

@@ -1,0 +1,103 @@
+"""What a finished run leaves in OUTPUT_DIR besides checkpoints.
+
+- a complete diffusers SDXL pipeline (model_index.json + component folders), whose
+  scheduler config carries the trained parameterisation;
+- `expertune.json`: the expert's role, band, strength and parameterisation;
+- `metrics.jsonl`: one JSON object per optimizer step;
+- `run_summary.json`: totals of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+EXPERT_FILE = "expertune.json"
+SUMMARY_FILE = "run_summary.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON beside `path`, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_pipeline(output_dir: Path, pipeline) -> None:
+    """Save a diffusers pipeline into `output_dir` next to checkpoints and logs.
+
+    Each component folder is written under a temporary name and renamed into place;
+    `model_index.json` goes last, so a reader never sees an index naming a folder that
+    is not complete.
+    """
+    staging = output_dir / ".pipeline.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    pipeline.save_pretrained(staging, safe_serialization=True)
+    index = staging / "model_index.json"
+    for child in staging.iterdir():
+        if child == index:
+            continue
+        target = output_dir / child.name
+        old = output_dir / f".{child.name}.old"
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(child, target)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(index, output_dir / "model_index.json")
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_expert_file(model_dir: Path) -> dict | None:
+    """The expertune.json of a saved expert, or None for a model expertune did not train."""
+    path = Path(model_dir) / EXPERT_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+class MetricsLog:
+    """Appends per-step records to metrics.jsonl and TensorBoard, in batches.
+
+    Records arrive with the loss still on the device; `flush` converts them with one
+    host sync for the whole batch of steps, so the hot path never waits on the device.
+    """
+
+    def __init__(self, output_dir: Path, tensorboard: bool) -> None:
+        self.path = output_dir / METRICS_FILE
+        self._pending: list[dict] = []
+        self._writer = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(output_dir / "logs"))
+
+    def add(self, record: dict) -> None:
+        self._pending.append(record)
+
+    def flush(self) -> list[dict]:
+        """Write pending records; return them with the loss as a float."""
+        if not self._pending:
+            return []
+        import torch
+
+        losses = torch.stack([r["loss"].detach().float() for r in self._pending]).tolist()
+        flushed = [{**r, "loss": loss} for r, loss in zip(self._pending, losses, strict=True)]
+        with self.path.open("a") as fh:
+            for record in flushed:
+                fh.write(json.dumps(record) + "\n")
+                if self._writer is not None:
+                    for key in ("loss", "lr", "samples_per_s"):
+                        self._writer.add_scalar(f"train/{key}", record[key], record["step"])
+        self._pending.clear()
+        return flushed
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()

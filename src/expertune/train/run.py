@@ -1,0 +1,116 @@
+"""A whole training job: setup, train, final checkpoint, pipeline and records in OUTPUT_DIR."""
+
+from __future__ import annotations
+
+import logging
+
+from expertune import __version__
+from expertune.config.schema import TrainConfig
+from expertune.train import checkpoint as ckpt
+from expertune.train.loop import RunResult, Trainer
+from expertune.train.outputs import EXPERT_FILE, SUMMARY_FILE, save_pipeline, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+def expert_role(cfg: TrainConfig) -> str:
+    """'base' (stage one, high noise), 'refiner' (stage two, low noise) or 'single'."""
+    if not cfg.refiner_training:
+        return "single"
+    return "base" if cfg.refiner_training_invert_schedule else "refiner"
+
+
+def run_training(cfg: TrainConfig) -> RunResult:
+    """Train one expert as `cfg` says and leave a loadable pipeline in OUTPUT_DIR."""
+    trainer = Trainer(cfg).setup()
+    result = trainer.train()
+    out = trainer.output_dir
+    acc = trainer.accelerator
+    if acc.is_main_process and ckpt.latest_checkpoint(out) != out / f"checkpoint-{result.steps}":
+        trainer.save_checkpoint()
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        _save_final(trainer, result)
+        log.info("saved expert to %s", out)
+    acc.end_training()
+    return result
+
+
+def _save_final(trainer: Trainer, result: RunResult) -> None:
+    cfg, out = trainer.cfg, trainer.output_dir
+    unet = trainer.accelerator.unwrap_model(trainer.unet)
+    if cfg.model_type == "lora":
+        from expertune.models.lora import merge_lora, save_lora
+
+        save_lora(unet, out)
+        unet = merge_lora(unet)
+    from expertune.models.load import no_progress_bars
+
+    with no_progress_bars():
+        save_pipeline(out, _pipeline(trainer, unet))
+    write_json_atomic(out / EXPERT_FILE, expert_record(trainer, result))
+    stats = trainer.data.stats
+    write_json_atomic(
+        out / SUMMARY_FILE,
+        {
+            "steps": result.steps,
+            "wall_s": round(result.wall_s, 3),
+            "samples_per_s": round(result.samples_per_s, 3),
+            "samples": result.samples,
+            "cache_hits": stats.hits,
+            "cache_misses": stats.misses,
+            "encoder_forward_passes": stats.encoder_forward_passes,
+            "cache_build_s": round(stats.seconds, 3),
+            "skipped_files": [{"path": str(p), "reason": r} for p, r in trainer.data.skipped],
+            "resumed_from": result.resumed_from,
+            "band": [trainer.band.lo, trainer.band.hi],
+        },
+    )
+
+
+def _pipeline(trainer: Trainer, unet):
+    """The base model's parts, the trained UNet, a scheduler carrying the parameterisation."""
+    import diffusers
+    from diffusers import StableDiffusionXLPipeline
+
+    from expertune.schedule.noise import inference_scheduler_config
+
+    c = trainer.components
+    scheduler_cls = getattr(diffusers, c.scheduler_config.get("_class_name", ""), None)
+    if scheduler_cls is None:
+        scheduler_cls = diffusers.EulerDiscreteScheduler
+    scheduler = scheduler_cls.from_config(
+        inference_scheduler_config(c.scheduler_config, trainer.param)
+    )
+    return StableDiffusionXLPipeline(
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        text_encoder_2=c.text_encoder_2,
+        tokenizer=c.tokenizer,
+        tokenizer_2=c.tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+        add_watermarker=False,
+    )
+
+
+def expert_record(trainer: Trainer, result: RunResult) -> dict:
+    """Contents of expertune.json: enough to chain this expert with its siblings."""
+    cfg = trainer.cfg
+    return {
+        "format": 1,
+        "expertune_version": __version__,
+        "role": expert_role(cfg),
+        "model_family": cfg.model_family,
+        "model_type": cfg.model_type,
+        "base_model": cfg.pretrained_model_name_or_path,
+        "band": [trainer.band.lo, trainer.band.hi],
+        "num_train_timesteps": trainer.num_train_timesteps,
+        "refiner_training": cfg.refiner_training,
+        "refiner_training_strength": cfg.refiner_training_strength,
+        "refiner_training_invert_schedule": cfg.refiner_training_invert_schedule,
+        "handover_fraction": round(1 - cfg.refiner_training_strength, 6),
+        "parameterisation": trainer.param.as_dict(),
+        "encoder_fingerprints": trainer.data.fingerprints,
+        "steps": result.steps,
+    }

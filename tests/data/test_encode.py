@@ -1,0 +1,257 @@
+"""Encoding matches diffusers' SDXL conditioning; a warm cache runs no encoder at all."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+from diffusers import StableDiffusionXLPipeline
+from transformers import CLIPTokenizer
+
+from expertune.data.cache import Cache
+from expertune.data.demo_images import make_demo_images
+from expertune.data.encode import (
+    CachedDataset,
+    build_cache,
+    encode_latents,
+    encode_prompts,
+    file_digest,
+    latent_key,
+    text_encoders_fingerprint,
+    text_key,
+    tokenizer_fingerprint,
+)
+from expertune.data.images import load_image, prepare
+from expertune.data.local_folder import scan_folder
+
+CAPTIONS = ["a red circle on a blue background", "stripes " * 60]  # the second is truncated
+
+
+def pipeline_encode(encoders, captions, refiner=False):
+    parts = encoders.as_kwargs()
+    if refiner:
+        parts.update(text_encoder=None, tokenizer=None)
+    pipe = StableDiffusionXLPipeline(**parts, unet=None, scheduler=None, add_watermarker=False)
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        captions, device=torch.device("cpu"), do_classifier_free_guidance=False
+    )
+    return embeds, pooled
+
+
+def test_encode_prompts_equals_the_sdxl_pipeline(encoders):
+    embeds, pooled = encode_prompts(
+        encoders.text_encoder,
+        encoders.text_encoder_2,
+        encoders.tokenizer,
+        encoders.tokenizer_2,
+        CAPTIONS,
+    )
+    expected_embeds, expected_pooled = pipeline_encode(encoders, CAPTIONS)
+    assert embeds.shape == (2, 77, 32 + 48) and pooled.shape == (2, 48)
+    torch.testing.assert_close(embeds, expected_embeds, rtol=0, atol=0)
+    torch.testing.assert_close(pooled, expected_pooled, rtol=0, atol=0)
+
+
+def test_refiner_layout_uses_only_the_second_encoder(encoders):
+    embeds, pooled = encode_prompts(
+        None, encoders.text_encoder_2, None, encoders.tokenizer_2, CAPTIONS
+    )
+    expected_embeds, expected_pooled = pipeline_encode(encoders, CAPTIONS, refiner=True)
+    assert embeds.shape == (2, 77, 48)
+    torch.testing.assert_close(embeds, expected_embeds, rtol=0, atol=0)
+    torch.testing.assert_close(pooled, expected_pooled, rtol=0, atol=0)
+
+
+def test_latents_are_the_shifted_scaled_posterior_mean(make_vae):
+    pixels = torch.rand(2, 3, 64, 48) * 2 - 1
+    plain = make_vae(scaling_factor=1.0)
+    shifted = make_vae(scaling_factor=0.5, shift_factor=0.1)
+    z = encode_latents(plain, pixels)
+    assert z.shape == (2, 4, 8, 6)
+    torch.testing.assert_close(z, plain.encode(pixels).latent_dist.mode().detach())
+    torch.testing.assert_close(encode_latents(plain, pixels), z, rtol=0, atol=0)
+    torch.testing.assert_close(encode_latents(shifted, pixels), (z - 0.1) * 0.5)
+
+
+def test_keys_cover_fingerprint_preprocessing_and_input():
+    base = latent_key("vae-a", "digest", 64, "center")
+    assert base == latent_key("vae-a", "digest", (64, 64), "center")
+    others = [
+        latent_key("vae-b", "digest", 64),
+        latent_key("vae-a", "other", 64),
+        latent_key("vae-a", "digest", 128),
+        latent_key("vae-a", "digest", (64, 96)),
+    ]
+    assert base not in others and len(set(others)) == 4
+    assert text_key("te", "a cat") != text_key("te2", "a cat") != text_key("te", "a dog")
+
+
+class PassCounter:
+    """Counts real forward calls of the encoders' modules (nothing is replaced)."""
+
+    def __init__(self, encoders):
+        self.calls = 0
+        modules = [encoders.vae.encoder, encoders.text_encoder, encoders.text_encoder_2]
+        self.handles = [m.register_forward_pre_hook(self.hook) for m in modules]
+
+    def hook(self, module, args):
+        self.calls += 1
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.fixture
+def samples(tmp_path_factory):
+    folder = make_demo_images(tmp_path_factory.mktemp("images"), n=6, size=64)[0].parent
+    (folder / "005_copy.txt").write_text("a red circle on a white to yellow gradient background")
+    return scan_folder(folder, 64).samples
+
+
+def build(samples, encoders, cache, **overrides):
+    args = dict(
+        encoders.as_kwargs(),
+        cache=cache,
+        resolution=64,
+        vae_fingerprint="vae-1",
+        text_fingerprint="text-1",
+        batch_size=4,
+        progress=False,
+    )
+    return build_cache(samples, **{**args, **overrides})
+
+
+def test_second_build_runs_no_encoder(samples, encoders, tmp_path):
+    counter = PassCounter(encoders)
+    try:
+        first = build(samples, encoders, Cache(tmp_path))
+        first_calls = counter.calls
+        second = build(samples, encoders, Cache(tmp_path))
+        assert counter.calls == first_calls
+    finally:
+        counter.remove()
+    captions = {s.caption for s in samples}
+    assert first.stats.vae_passes == 2  # 6 images in batches of 4
+    assert first.stats.text_passes == 2 * ((len(captions) + 3) // 4)
+    assert first.stats.encoder_forward_passes == first_calls
+    assert (first.stats.latents_encoded, first.stats.captions_encoded) == (6, len(captions))
+    assert first.stats.hits == 0 and first.stats.misses == 6 + len(captions)
+    assert second.stats.encoder_forward_passes == 0 and second.stats.misses == 0
+    assert second.stats.hits == 6 + len(captions)
+    assert second.items == first.items
+
+
+def test_a_warm_cache_needs_no_models(samples, encoders, tmp_path):
+    build(samples, encoders, Cache(tmp_path))
+    none = dict(vae=None, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
+    again = build(samples, encoders, Cache(tmp_path), **none)
+    assert again.stats.encoder_forward_passes == 0
+
+
+def test_a_changed_fingerprint_misses_only_its_own_kind(samples, encoders, tmp_path):
+    build(samples, encoders, Cache(tmp_path))
+    new_vae = build(samples, encoders, Cache(tmp_path), vae_fingerprint="vae-2")
+    assert (new_vae.stats.latents_encoded, new_vae.stats.captions_encoded) == (6, 0)
+    new_text = build(samples, encoders, Cache(tmp_path), text_fingerprint="text-2")
+    assert new_text.stats.latents_encoded == 0 and new_text.stats.captions_encoded > 0
+
+
+def test_cached_dataset_serves_what_the_encoders_make(samples, encoders, tmp_path):
+    cache = Cache(tmp_path)
+    encoded = build(samples, encoders, cache)
+    dataset = CachedDataset(encoded, cache)
+    assert len(dataset) == len(samples) == 6
+    for index in (0, 1):  # a square and a portrait image
+        sample, item = samples[index], dataset[index]
+        prepared = prepare(load_image(sample.path), 64)
+        expected = encode_latents(encoders.vae, prepared.pixels[None])[0]
+        torch.testing.assert_close(item["latents"], expected)
+        embeds, pooled = encode_prompts(
+            encoders.text_encoder,
+            encoders.text_encoder_2,
+            encoders.tokenizer,
+            encoders.tokenizer_2,
+            [sample.caption],
+        )
+        torch.testing.assert_close(item["prompt_embeds"], embeds[0])
+        torch.testing.assert_close(item["pooled_prompt_embeds"], pooled[0])
+        assert item["time_ids"].tolist() == list(prepared.time_ids)
+    assert dataset[1]["time_ids"].tolist() == [85, 64, 10, 0, 64, 64]
+
+
+def test_a_changed_file_is_not_cached_under_its_old_key(samples, encoders, tmp_path):
+    moved = replace(samples[0], height=samples[0].height + 1)
+    with pytest.raises(Exception, match="changed since the folder was scanned"):
+        build([moved], encoders, Cache(tmp_path))
+
+
+def test_concurrent_builds_encode_each_entry_once(samples, encoders, tmp_path):
+    results = []
+
+    def run():
+        results.append(build(samples, encoders, Cache(tmp_path), batch_size=2))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    captions = {s.caption for s in samples}
+    assert sum(r.stats.latents_encoded for r in results) == 6
+    assert sum(r.stats.captions_encoded for r in results) == len(captions)
+    assert results[0].items == results[1].items
+
+
+def test_an_entry_another_builder_holds_is_waited_for_not_recomputed(samples, encoders, tmp_path):
+    cache, results = Cache(tmp_path), []
+    key = latent_key("vae-1", file_digest(samples[0].path.read_bytes()), 64)
+    with cache.lock("latents", key):
+        worker = threading.Thread(
+            target=lambda: results.append(build(samples, encoders, Cache(tmp_path)))
+        )
+        worker.start()
+        time.sleep(0.5)  # it encodes the other five, then waits for this one
+        assert worker.is_alive()
+        cache.put("latents", key, {"latents": torch.zeros(4, 8, 8)})
+    worker.join()
+    assert results[0].stats.latents_encoded == 5
+    assert torch.equal(CachedDataset(results[0], cache)[0]["latents"], torch.zeros(4, 8, 8))
+
+
+def test_progress_bar_reports_images_per_second(samples, encoders, tmp_path, capsys):
+    build(samples, encoders, Cache(tmp_path), progress=True)
+    err = capsys.readouterr().err
+    assert "caching latents" in err and "img/s" in err
+
+
+def test_fingerprints_default_to_hashes_of_the_modules(samples, encoders, tmp_path):
+    unset = dict(vae_fingerprint=None, text_fingerprint=None)
+    first = build(samples, encoders, Cache(tmp_path), **unset)
+    again = build(samples, encoders, Cache(tmp_path), **unset)
+    assert first.stats.misses > 0 and again.stats.encoder_forward_passes == 0
+    changed = copy.deepcopy(encoders.vae)
+    with torch.no_grad():
+        changed.encoder.conv_in.bias.add_(0.01)
+    other = build(samples, encoders, Cache(tmp_path), vae=changed, **unset)
+    assert (other.stats.latents_encoded, other.stats.captions_encoded) == (6, 0)
+
+
+def test_text_fingerprint_covers_the_tokenizers(encoders):
+    fingerprint = text_encoders_fingerprint("te", "te2", encoders.tokenizer, encoders.tokenizer_2)
+    swapped = text_encoders_fingerprint("te", "te2", encoders.tokenizer_2, encoders.tokenizer)
+    refiner = text_encoders_fingerprint(None, "te2", None, encoders.tokenizer_2)
+    assert len({fingerprint, swapped, refiner}) == 3
+
+
+def test_tokenizer_fingerprint_ignores_the_state_a_call_leaves(tokenizer_dir):
+    fresh = CLIPTokenizer.from_pretrained(tokenizer_dir, model_max_length=77)
+    before = tokenizer_fingerprint(fresh)
+    fresh(["a cat"], padding="max_length", max_length=77, truncation=True)
+    assert tokenizer_fingerprint(fresh) == before
+    padded_with_bang = CLIPTokenizer.from_pretrained(tokenizer_dir, pad_token="!")
+    assert tokenizer_fingerprint(padded_with_bang) != before
