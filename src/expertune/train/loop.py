@@ -15,6 +15,7 @@ import torch
 
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError, TrainingStopped
+from expertune.evaluate.hooks import training_callbacks
 from expertune.schedule.bands import Band
 from expertune.schedule.noise import Parameterisation, training_scheduler
 from expertune.schedule.sampling import sample_timesteps
@@ -72,6 +73,7 @@ class Trainer:
         self.state = ckpt.LoopState()
         self._setup_rng()
         self.resumed_from = self._maybe_resume()
+        self.callbacks = training_callbacks(self.cfg)
         return self
 
     def _setup_schedule(self) -> None:
@@ -134,6 +136,8 @@ class Trainer:
 
         cfg, acc = self.cfg, self.accelerator
         metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
+        metrics.truncate_after(self.state.step)
+        self.metrics = metrics
         source = BatchSource(self.data.dataset, cfg.seed, cfg.train_batch_size, acc)
         bar = tqdm(
             total=self.max_steps,
@@ -167,7 +171,11 @@ class Trainer:
             if cfg.checkpointing_steps and self.state.step % cfg.checkpointing_steps == 0:
                 self._flush(metrics, bar)
                 self.save_checkpoint()
+            for callback in self.callbacks:
+                callback.on_step_end(self)
         self._flush(metrics, bar)
+        for callback in self.callbacks:
+            callback.on_train_end(self)
         metrics.close()
         bar.close()
         wall = time.perf_counter() - start

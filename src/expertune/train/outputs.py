@@ -77,6 +77,19 @@ class MetricsLog:
 
             self._writer = SummaryWriter(log_dir=str(output_dir / "logs"))
 
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (written after the checkpoint a run resumes from)."""
+        if not self.path.is_file():
+            return
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step
+        ]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in keep))
+        os.replace(tmp, self.path)
+
     def add(self, record: dict) -> None:
         self._pending.append(record)
 
