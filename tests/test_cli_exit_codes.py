@@ -54,3 +54,33 @@ def test_internal_error_exits_non_zero_with_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "simulated bug" in result.stderr
+
+
+def test_exit_codes_for_each_kind_of_ending(monkeypatch, capsys):
+    import signal
+
+    import expertune.cli as cli
+    from expertune.errors import ConfigError, Interrupted
+
+    def raising(exc):
+        def command(args):
+            raise exc
+
+        return command
+
+    endings = [
+        (ConfigError("LEARNING_RATE=x (c.env:3): must be a number,\nsee docs"), 2),
+        (Interrupted(signal.SIGTERM, "interrupted at step 3; wrote checkpoint-3"), 143),
+        (Interrupted(signal.SIGINT, "interrupted at step 3; wrote checkpoint-3"), 130),
+        (KeyboardInterrupt(), 130),
+        (RuntimeError("simulated bug"), 1),
+    ]
+    for exc, code in endings:
+        monkeypatch.setitem(cli.COMMANDS, "config", raising(exc))
+        assert cli.main(["config", "show"]) == code
+        err = capsys.readouterr().err
+        if code in (2, 130, 143):
+            assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        else:
+            assert "Traceback" in err and "simulated bug" in err
+            assert err.strip().splitlines()[-1].startswith("expertune: internal error")

@@ -1,4 +1,4 @@
-"""The one entry point: `expertune train|config|generate|tiny-model|demo`.
+"""The one entry point: `expertune train|config|generate|tiny-model|demo|cache|evaluate|report`.
 
 Heavy libraries (torch, diffusers) are imported inside the subcommands, so `--help` and
 `config show` start instantly. This is the only place that maps a UserError to exit
@@ -11,9 +11,11 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 
-from expertune.errors import UserError
+from expertune.errors import Interrupted, UserError
 
+EXIT_INTERNAL_ERROR = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -66,6 +68,20 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the seed's two-expert workflow on the tiny model")
     d.add_argument("--workdir", default="expertune-demo")
     d.add_argument("--steps", type=int, default=None, help="training steps per expert")
+
+    from expertune.data.cache_commands import add_parser as add_cache_parser  # no torch
+
+    add_cache_parser(sub, _no_abbrev)
+
+    e = sub.add_parser("evaluate", help="eval loss per band: experts vs a single baseline model")
+    e.add_argument("--experts", nargs="+", required=True, metavar="DIR", help="expert folders")
+    e.add_argument("--baseline", metavar="DIR", help="a single model, evaluated on every band")
+    e.add_argument("--data", required=True, metavar="CONFIG", help="config whose data to use")
+    e.add_argument("--timesteps", type=int, help="timesteps per band (default: eval_timesteps)")
+    e.add_argument("--out", default="expertune-eval", help="folder for eval_loss.json/.png")
+
+    r = sub.add_parser("report", help="write OUTPUT_DIR/report.html again from its files")
+    r.add_argument("output_dir")
     return p
 
 
@@ -80,9 +96,10 @@ def _no_abbrev(add_parser):
 
 def _cmd_train(args) -> int:
     from expertune.config import load_config
+
+    cfg = load_config(args.config, _flags(args.flags))  # config errors before importing torch
     from expertune.train.run import run_training
 
-    cfg = load_config(args.config, _flags(args.flags))
     result = run_training(cfg)
     print(f"trained {result.steps} steps in {result.wall_s:.1f}s -> {cfg.output_dir}")
     return 0
@@ -141,12 +158,34 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_cache(args) -> int:
+    from expertune.data.cache_commands import run
+
+    return run(args)
+
+
+def _cmd_evaluate(args) -> int:
+    from expertune.evaluate.evaluate_command import cmd_evaluate
+
+    return cmd_evaluate(args)
+
+
+def _cmd_report(args) -> int:
+    from expertune.evaluate.report import write_report
+
+    print(f"wrote {write_report(args.output_dir)}")
+    return 0
+
+
 COMMANDS = {
     "train": _cmd_train,
     "config": _cmd_config,
     "generate": _cmd_generate,
     "tiny-model": _cmd_tiny_model,
     "demo": _cmd_demo,
+    "cache": _cmd_cache,
+    "evaluate": _cmd_evaluate,
+    "report": _cmd_report,
 }
 
 
@@ -167,20 +206,38 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand and return its exit code.
+
+    0 success; 2 a user error (one line naming what and the fix, no traceback); 1 an
+    internal error (the traceback, then one line asking for a report); 130 on Ctrl-C and
+    143 on SIGTERM, after training saved the checkpoint that was due.
+    """
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and not (args.command == "train" or args.command == "config"):
+    if rest and args.command not in ("train", "config", "cache"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.flags = rest
     _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"expertune: {exc.kind}: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"expertune: {exc.kind}: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Interrupted as exc:
+        print(f"expertune: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("expertune: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        print(
+            "expertune: internal error (a bug, not your input): please report it with the "
+            "traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

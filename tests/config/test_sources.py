@@ -144,3 +144,13 @@ def test_dot_env_file_name(tmp_path):
     path = tmp_path / ".env"
     path.write_text("MODEL_NAME=m\n")
     assert load_config(path).pretrained_model_name_or_path == "m"
+
+
+def test_repeated_validation_prompt_collects_every_prompt():
+    from expertune.config import load_config
+
+    cfg = load_config(
+        None,
+        ["--model_name=x/y", "--validation_prompt", "a cat", "--validation_prompt=a dog"],
+    )
+    assert cfg.validation_prompts == ("a cat", "a dog")

@@ -102,3 +102,11 @@ def encoders(tokenizer_dir) -> Encoders:
     text_encoder = CLIPTextModel(tiny_text_config(tokenizer, 32)).eval()
     text_encoder_2 = CLIPTextModelWithProjection(tiny_text_config(tokenizer_2, 48)).eval()
     return Encoders(tiny_vae(), text_encoder, text_encoder_2, tokenizer, tokenizer_2)
+
+
+@pytest.fixture(scope="session")
+def tiny_components(tiny_model_dir):
+    """The tiny SDXL model's loaded parts (read-only: copy before changing any)."""
+    from expertune.models.load import load_components
+
+    return load_components(str(tiny_model_dir))

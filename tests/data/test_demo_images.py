@@ -24,6 +24,6 @@ def test_demo_images_are_deterministic_and_captioned(tmp_path):
 
 def test_demo_images_scan_with_their_captions(tmp_path):
     paths = make_demo_images(tmp_path, n=5, size=64)
-    result = scan_folder(tmp_path, 64)
+    result = scan_folder(tmp_path)
     assert [s.path for s in result.samples] == paths and not result.skipped
     assert result.samples[0].caption == paths[0].with_suffix(".txt").read_text().strip()

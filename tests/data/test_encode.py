@@ -13,19 +13,22 @@ from diffusers import StableDiffusionXLPipeline
 from transformers import CLIPTokenizer
 
 from expertune.data.cache import Cache
+from expertune.data.cached_dataset import CachedDataset
 from expertune.data.demo_images import make_demo_images
 from expertune.data.encode import (
-    CachedDataset,
+    Encoders,
+    PlannedImage,
     build_cache,
     encode_latents,
     encode_prompts,
-    file_digest,
+)
+from expertune.data.images import load_image, plan_crop, prepare
+from expertune.data.keys import (
     latent_key,
     text_encoders_fingerprint,
     text_key,
     tokenizer_fingerprint,
 )
-from expertune.data.images import load_image, prepare
 from expertune.data.local_folder import scan_folder
 
 CAPTIONS = ["a red circle on a blue background", "stripes " * 60]  # the second is truncated
@@ -78,15 +81,17 @@ def test_latents_are_the_shifted_scaled_posterior_mean(make_vae):
 
 
 def test_keys_cover_fingerprint_preprocessing_and_input():
-    base = latent_key("vae-a", "digest", 64, "center")
-    assert base == latent_key("vae-a", "digest", (64, 64), "center")
+    plan = plan_crop(96, 128, 64)
+    base = latent_key("vae-a", "digest", plan)
+    assert base == latent_key("vae-a", "digest", plan_crop(96, 128, (64, 64)))
     others = [
-        latent_key("vae-b", "digest", 64),
-        latent_key("vae-a", "other", 64),
-        latent_key("vae-a", "digest", 128),
-        latent_key("vae-a", "digest", (64, 96)),
+        latent_key("vae-b", "digest", plan),
+        latent_key("vae-a", "other", plan),
+        latent_key("vae-a", "digest", plan_crop(96, 128, 128)),
+        latent_key("vae-a", "digest", plan_crop(96, 128, (64, 96))),
+        latent_key("vae-a", "digest", plan_crop(96, 128, 64, crop="corner")),
     ]
-    assert base not in others and len(set(others)) == 4
+    assert base not in others and len(set(others)) == 5
     assert text_key("te", "a cat") != text_key("te2", "a cat") != text_key("te", "a dog")
 
 
@@ -110,28 +115,33 @@ class PassCounter:
 def samples(tmp_path_factory):
     folder = make_demo_images(tmp_path_factory.mktemp("images"), n=6, size=64)[0].parent
     (folder / "005_copy.txt").write_text("a red circle on a white to yellow gradient background")
-    return scan_folder(folder, 64).samples
+    return scan_folder(folder).samples
 
 
-def build(samples, encoders, cache, **overrides):
+def planned(samples, root, resolution=64):
+    out = []
+    for sample in samples:
+        plan = plan_crop(sample.height, sample.width, resolution)
+        out.append(PlannedImage(sample, plan, plan.time_ids, "demo", root, root))
+    return out
+
+
+def build(samples, encoders, root, **overrides):
     args = dict(
-        encoders.as_kwargs(),
-        cache=cache,
-        resolution=64,
-        vae_fingerprint="vae-1",
-        text_fingerprint="text-1",
+        fingerprints={"vae": "vae-1", "text": "text-1"},
         batch_size=4,
         progress=False,
     )
-    return build_cache(samples, **{**args, **overrides})
+    modules = Encoders(**{**encoders.as_kwargs(), **overrides.pop("modules", {})})
+    return build_cache(planned(samples, root), modules, **{**args, **overrides})
 
 
 def test_second_build_runs_no_encoder(samples, encoders, tmp_path):
     counter = PassCounter(encoders)
     try:
-        first = build(samples, encoders, Cache(tmp_path))
+        first = build(samples, encoders, tmp_path)
         first_calls = counter.calls
-        second = build(samples, encoders, Cache(tmp_path))
+        second = build(samples, encoders, tmp_path)
         assert counter.calls == first_calls
     finally:
         counter.remove()
@@ -147,24 +157,23 @@ def test_second_build_runs_no_encoder(samples, encoders, tmp_path):
 
 
 def test_a_warm_cache_needs_no_models(samples, encoders, tmp_path):
-    build(samples, encoders, Cache(tmp_path))
+    build(samples, encoders, tmp_path)
     none = dict(vae=None, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
-    again = build(samples, encoders, Cache(tmp_path), **none)
+    again = build(samples, encoders, tmp_path, modules=none)
     assert again.stats.encoder_forward_passes == 0
 
 
 def test_a_changed_fingerprint_misses_only_its_own_kind(samples, encoders, tmp_path):
-    build(samples, encoders, Cache(tmp_path))
-    new_vae = build(samples, encoders, Cache(tmp_path), vae_fingerprint="vae-2")
+    build(samples, encoders, tmp_path)
+    new_vae = build(samples, encoders, tmp_path, fingerprints={"vae": "vae-2", "text": "text-1"})
     assert (new_vae.stats.latents_encoded, new_vae.stats.captions_encoded) == (6, 0)
-    new_text = build(samples, encoders, Cache(tmp_path), text_fingerprint="text-2")
+    new_text = build(samples, encoders, tmp_path, fingerprints={"vae": "vae-1", "text": "text-2"})
     assert new_text.stats.latents_encoded == 0 and new_text.stats.captions_encoded > 0
 
 
 def test_cached_dataset_serves_what_the_encoders_make(samples, encoders, tmp_path):
-    cache = Cache(tmp_path)
-    encoded = build(samples, encoders, cache)
-    dataset = CachedDataset(encoded, cache)
+    encoded = build(samples, encoders, tmp_path)
+    dataset = CachedDataset(encoded.items)
     assert len(dataset) == len(samples) == 6
     for index in (0, 1):  # a square and a portrait image
         sample, item = samples[index], dataset[index]
@@ -184,17 +193,39 @@ def test_cached_dataset_serves_what_the_encoders_make(samples, encoders, tmp_pat
     assert dataset[1]["time_ids"].tolist() == [85, 64, 10, 0, 64, 64]
 
 
-def test_a_changed_file_is_not_cached_under_its_old_key(samples, encoders, tmp_path):
+def test_a_changed_or_undecodable_file_is_left_out_not_cached(samples, encoders, tmp_path):
     moved = replace(samples[0], height=samples[0].height + 1)
-    with pytest.raises(Exception, match="changed since the folder was scanned"):
-        build([moved], encoders, Cache(tmp_path))
+    whole = samples[1].path.read_bytes()
+    samples[1].path.write_bytes(whole[: len(whole) // 2])  # truncated after the scan
+    result = build([moved, samples[1], samples[2]], encoders, tmp_path)
+    assert [item.path for item in result.items] == [samples[2].path]
+    reasons = dict(result.failed)
+    assert "changed since the folder was scanned" in reasons[samples[0].path]
+    assert "changed since" in reasons[samples[1].path]  # its bytes no longer match
+    assert result.stats.latents_encoded == 1
+
+
+def test_a_truncated_file_is_left_out(tmp_path, encoders):
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    noise = (torch.rand(64, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    whole = tmp_path / "data" / "cut.png"
+    whole.parent.mkdir()
+    Image.fromarray(noise).save(whole)
+    whole.write_bytes(whole.read_bytes()[:3000])
+    make_demo_images(whole.parent, n=1, size=64)
+    scanned = scan_folder(whole.parent).samples
+    assert len(scanned) == 2  # the header of the cut file reads fine
+    result = build(scanned, encoders, tmp_path / "cache")
+    assert [p.name for p, _ in result.failed] == ["cut.png"] and len(result.items) == 1
 
 
 def test_concurrent_builds_encode_each_entry_once(samples, encoders, tmp_path):
     results = []
 
     def run():
-        results.append(build(samples, encoders, Cache(tmp_path), batch_size=2))
+        results.append(build(samples, encoders, tmp_path, batch_size=2))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
     for thread in threads:
@@ -209,35 +240,33 @@ def test_concurrent_builds_encode_each_entry_once(samples, encoders, tmp_path):
 
 def test_an_entry_another_builder_holds_is_waited_for_not_recomputed(samples, encoders, tmp_path):
     cache, results = Cache(tmp_path), []
-    key = latent_key("vae-1", file_digest(samples[0].path.read_bytes()), 64)
+    first = planned(samples, tmp_path)[0]
+    key = latent_key("vae-1", first.sample.digest, first.plan)
     with cache.lock("latents", key):
-        worker = threading.Thread(
-            target=lambda: results.append(build(samples, encoders, Cache(tmp_path)))
-        )
+        worker = threading.Thread(target=lambda: results.append(build(samples, encoders, tmp_path)))
         worker.start()
-        time.sleep(0.5)  # it encodes the other five, then waits for this one
+        time.sleep(0.5)  # it encodes the chunk without this key, then waits for this one
         assert worker.is_alive()
         cache.put("latents", key, {"latents": torch.zeros(4, 8, 8)})
     worker.join()
     assert results[0].stats.latents_encoded == 5
-    assert torch.equal(CachedDataset(results[0], cache)[0]["latents"], torch.zeros(4, 8, 8))
+    assert torch.equal(CachedDataset(results[0].items)[0]["latents"], torch.zeros(4, 8, 8))
 
 
 def test_progress_bar_reports_images_per_second(samples, encoders, tmp_path, capsys):
-    build(samples, encoders, Cache(tmp_path), progress=True)
+    build(samples, encoders, tmp_path, progress=True)
     err = capsys.readouterr().err
     assert "caching latents" in err and "img/s" in err
 
 
 def test_fingerprints_default_to_hashes_of_the_modules(samples, encoders, tmp_path):
-    unset = dict(vae_fingerprint=None, text_fingerprint=None)
-    first = build(samples, encoders, Cache(tmp_path), **unset)
-    again = build(samples, encoders, Cache(tmp_path), **unset)
+    first = build(samples, encoders, tmp_path, fingerprints=None)
+    again = build(samples, encoders, tmp_path, fingerprints=None)
     assert first.stats.misses > 0 and again.stats.encoder_forward_passes == 0
     changed = copy.deepcopy(encoders.vae)
     with torch.no_grad():
         changed.encoder.conv_in.bias.add_(0.01)
-    other = build(samples, encoders, Cache(tmp_path), vae=changed, **unset)
+    other = build(samples, encoders, tmp_path, fingerprints=None, modules={"vae": changed})
     assert (other.stats.latents_encoded, other.stats.captions_encoded) == (6, 0)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from expertune.data.images import load_image, plan_crop, prepare
+from expertune.data.images import load_image, plan_crop, prepare, read_size
 from expertune.errors import DataError
 
 
@@ -155,4 +155,34 @@ def test_prepared_pixels_are_chw_float_in_range():
 
 def test_unknown_crop_mode_is_refused():
     with pytest.raises(ValueError, match="crop mode"):
-        plan_crop(64, 64, 32, crop="random")
+        plan_crop(64, 64, 32, crop="face")
+
+
+def test_corner_and_random_crops():
+    corner = plan_crop(96, 128, 64, crop="corner")
+    assert (corner.top, corner.left, corner.resized) == (0, 0, (64, 85))
+    drawn = {plan_crop(96, 128, 64, crop="random", seed=str(s)).left for s in range(40)}
+    assert drawn <= set(range(0, 22)) and len(drawn) > 5
+    again = plan_crop(96, 128, 64, crop="random", seed="7")
+    assert again == plan_crop(96, 128, 64, crop="random", seed="7")
+
+
+@pytest.mark.parametrize("crop", ["center", "corner", "random"])
+def test_render_crops_where_the_plan_says(crop):
+    """A ramp whose value is the original column shows the crop's left edge."""
+    ramp = np.tile(np.arange(128, dtype=np.uint8), (96, 1))
+    prepared = prepare(Image.fromarray(ramp).convert("RGB"), 64, crop, seed="3")
+    values = (prepared.pixels[0, 10] + 1) * 127.5
+    rw = prepared.plan.resized[1]
+    expected = (prepared.plan.left + 0.5) * 128 / rw - 0.5  # centre of output column 0
+    assert abs(values[0].item() - expected) < 1.5
+
+
+def test_read_size_uses_the_header_and_exif(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    path = tmp_path / "r.jpg"
+    Image.new("RGB", (40, 20)).save(path, exif=exif)
+    assert read_size(path, path.read_bytes()) == (40, 20)
+    with pytest.raises(DataError, match="empty file"):
+        read_size(path, b"")

@@ -1,6 +1,8 @@
-"""scan_folder keeps good images in order, skips bad ones with reasons, refuses empty sets."""
+"""scan_folder keeps good images in order with size and digest, skips what it cannot read."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 from PIL import Image
@@ -37,40 +39,49 @@ def messy(tmp_path):
 
 
 def test_good_images_listed_sorted_with_captions(messy):
-    result = scan_folder(messy, 32)
+    result = scan_folder(messy)
     names = [s.path.relative_to(messy).as_posix() for s in result.samples]
-    assert names == ["a_upper.JPG", "b_good.png", "c.webp", "d.bmp", "sub/e.png", "tiny.png"]
+    good = ["a_upper.JPG", "b_good.png", "c.webp", "d.bmp", "sub/e.png", "tiny.png"]
+    assert names == [*good, "truncated.png"]  # its pixels are decoded (and fail) later
     captions = {s.path.name: s.caption for s in result.samples}
     assert captions["b_good.png"] == "a red rectangle"
     assert captions["a_upper.JPG"] == "a upper"
     assert all((s.height, s.width) == (48, 64) for s in result.samples[:5])
+    good = result.samples[1]
+    assert good.digest == hashlib.sha256(good.path.read_bytes()).hexdigest()
+    fallbacks = [p.name for p in result.caption_fallbacks]
+    assert fallbacks == ["a_upper.JPG", "c.webp", "d.bmp", "e.png", "tiny.png", "truncated.png"]
 
 
-def test_bad_files_are_skipped_and_reported(messy):
-    result = scan_folder(messy, 32)
+def test_unreadable_files_are_skipped_with_reasons(messy):
+    result = scan_folder(messy)
     skipped = {path.name: reason for path, reason in result.skipped}
-    assert set(skipped) == {"zero.png", "text.jpg", "truncated.png", "corrupt.jpeg"}
+    # the header is read, not the pixels: a file truncated after it is found when encoding
+    assert set(skipped) == {"zero.png", "text.jpg", "corrupt.jpeg"}
     assert all(name in reason for name, reason in skipped.items())
+    assert "empty file" in skipped["zero.png"]
 
 
-def test_small_images_are_kept_and_listed_as_upscaled(messy):
-    result = scan_folder(messy, 32)
-    assert [p.name for p in result.upscaled] == ["tiny.png"]
-    assert len(scan_folder(messy, 64).upscaled) == 6
+def test_size_comes_from_the_header_after_exif_rotation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed turned by 90 degrees
+    image(tmp_path / "turned.jpg", size=(40, 20), format="JPEG", exif=exif)
+    (sample,) = scan_folder(tmp_path).samples
+    assert (sample.height, sample.width) == (40, 20)
 
 
 def test_not_recursive_on_request(messy):
-    result = scan_folder(messy, 32, recursive=False)
+    result = scan_folder(messy, recursive=False)
     assert "e.png" not in {s.path.name for s in result.samples}
 
 
 def test_missing_folder_names_it(tmp_path):
     with pytest.raises(DataError, match="nowhere"):
-        scan_folder(tmp_path / "nowhere", 64)
+        scan_folder(tmp_path / "nowhere")
 
 
-def test_folder_with_no_usable_image_fails_before_training(tmp_path):
-    (tmp_path / "bad.png").write_bytes(b"")
-    (tmp_path / "readme.txt").write_text("hello")
-    with pytest.raises(DataError, match=f"no usable images in {tmp_path}"):
-        scan_folder(tmp_path, 64)
+def test_unreadable_caption_file_skips_its_image(tmp_path):
+    image(tmp_path / "x.png")
+    (tmp_path / "x.txt").write_bytes(b"\xff\xfe\xfa bad")
+    result = scan_folder(tmp_path)
+    assert not result.samples and "x.txt" in result.skipped[0][1]

@@ -9,12 +9,15 @@ from expertune.config.setting import Setting, Settings
 from expertune.errors import ConfigError
 
 BOOL_WORDS = frozenset({"true", "false", "1", "0", "yes", "no"})
+# Flags that may be given several times in one source; their values collect into a list.
+REPEATABLE_FLAGS = frozenset({"validation_prompt"})
 
 
 def read_argv(
     tokens: Sequence[str], where: str | Callable[[str], str] = "command line"
 ) -> Settings:
-    """Flags: ``--key=value``, ``--key value`` and bare boolean ``--flag``; last one wins.
+    """Flags: ``--key=value``, ``--key value`` and bare boolean ``--flag``; last one wins,
+    except for REPEATABLE_FLAGS, whose values collect into a list in order.
 
     ``where`` is a place name, or a function from the flag's token to one (so flags in
     TRAINER_EXTRA_ARGS can point at the line that wrote them).
@@ -34,6 +37,9 @@ def read_argv(
         raw: object = value
         if not has_value:
             raw, i = _value_after(tokens, i, flag, key, place(token))
+        if flag in REPEATABLE_FLAGS and flag in settings:
+            before = settings[flag].value
+            raw = [*(before if isinstance(before, list) else [before]), raw]
         settings[flag] = Setting(raw, f"--{key}", place(token))
     return settings
 

@@ -44,6 +44,8 @@ ENV_TO_FLAG: dict[str, str] = {
     "RESOLUTION": "resolution",
     "DATALOADER_CONFIG": "data_backend_config",
     "INSTANCE_DIR": "instance_data_dir",
+    # datasets (issue 3)
+    "VAE_BATCH_SIZE": "vae_batch_size",
     "VALIDATION_STEPS": "validation_steps",
     "VALIDATION_PROMPT": "validation_prompt",
     "VALIDATION_NUM_INFERENCE_STEPS": "validation_num_inference_steps",

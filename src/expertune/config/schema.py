@@ -7,6 +7,7 @@ what a valid configuration is.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -24,7 +25,7 @@ class TrainConfig(BaseModel):
 
     # model
     model_type: Literal["full", "lora"] = "full"  # train every weight, or a LoRA adapter
-    model_family: Literal["sdxl"] = "sdxl"  # SDXL layout (SDXL, SSD-1B, Terminus ...)
+    model_family: Literal["sdxl", "sdxl-refiner"] = "sdxl"  # SDXL (SSD-1B, ...) or its refiner
     pretrained_model_name_or_path: str  # hub name, local diffusers folder or single file
     use_bitfit: bool = False  # train only biases (not implemented yet)
     use_dora: bool = False  # weight-decomposed LoRA (not implemented yet)
@@ -54,10 +55,16 @@ class TrainConfig(BaseModel):
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
     logging_steps: int = Field(10, ge=1)  # loss synced to host, metrics.jsonl flushed
     report_to: Literal["tensorboard", "none"] = "tensorboard"
+    # reliability (issue 5)
+    skip_nonfinite_steps: int = Field(0, ge=0)  # skip up to N non-finite steps (syncs per step)
+    allow_pickle_weights: bool = False  # trust .bin/.ckpt/.pt weights (read weights_only=True)
     # data
     resolution: int = 1024  # pixels, multiple of 8
     data_backend_config: str | None = None  # dataloader JSON (SimpleTuner's multidatabackend)
     instance_data_dir: str | None = None  # a plain image folder, when no dataloader config
+    # datasets (issue 3)
+    aspect_bucket_alignment: int = Field(64, ge=8)  # bucket sides are multiples of this
+    vae_batch_size: int = Field(4, ge=1)  # images (and captions) per encoder call when caching
     # timestep experts and noise schedule
     refiner_training: bool = False  # train one band of a timestep mixture of experts
     refiner_training_strength: float = Field(0.2, gt=0, lt=1)  # fraction of T for the refiner
@@ -76,6 +83,14 @@ class TrainConfig(BaseModel):
     validation_guidance: float = 7.5
     validation_guidance_rescale: float = Field(0.0, ge=0, le=1)  # 0.7 for zero-SNR models
     validation_seed: int | None = None
+    # validation and evaluation (issue 4)
+    validation_refiner: str | None = None  # stage two (folder or its OUTPUT_DIR) for stage one
+    eval_split: float = Field(0.0, ge=0, lt=1)  # fraction of the training images for eval loss
+    eval_timesteps: int = Field(10, ge=1)  # eval-loss timesteps, evenly spaced in the band
+    eval_full_range: bool = False  # eval loss over [0, T) as well as over the band
+    eval_steps_interval: int = Field(0, ge=0)  # 0 = no eval loss
+    evaluation_type: Literal["none", "clip"] = "none"  # clip: CLIP score of validation images
+    pretrained_evaluation_model_name_or_path: str = "openai/clip-vit-large-patch14-336"
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -86,9 +101,32 @@ class TrainConfig(BaseModel):
             raise ValueError("must be a multiple of 8 pixels and at least 64, e.g. 1024")
         return value
 
+    @field_validator("validation_prompt", mode="before")
+    @classmethod
+    def _prompt_or_json_list(cls, value: object) -> object:
+        """One prompt, or several as a JSON list in the one string (a list is accepted too)."""
+        if isinstance(value, list | tuple):
+            value = json.dumps(list(value))
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            _json_prompts(value)
+        return value
+
+    @property
+    def validation_prompts(self) -> tuple[str, ...]:
+        """The validation prompts: none, the one prompt, or each of a JSON list."""
+        value = self.validation_prompt
+        if value is None:
+            return ()
+        return _json_prompts(value) if value.lstrip().startswith("[") else (value,)
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> TrainConfig:
-        for rule in (_invert_needs_refiner, _bitfit_and_dora, _band_not_empty):
+        for rule in (
+            _invert_needs_refiner,
+            _bitfit_and_dora,
+            _band_not_empty,
+            _validation_rules,
+        ):
             rule(self)
         return self
 
@@ -159,3 +197,31 @@ def _bitfit_and_dora(cfg: TrainConfig) -> None:
 def _band_not_empty(cfg: TrainConfig) -> None:
     if cfg.refiner_training:
         cfg.band_plan()  # raises ConfigError when the strength leaves a band empty
+
+
+def _json_prompts(text: str) -> tuple[str, ...]:
+    try:
+        prompts = json.loads(text)
+    except json.JSONDecodeError:
+        prompts = None
+    if not (
+        isinstance(prompts, list) and prompts and all(isinstance(p, str) and p for p in prompts)
+    ):
+        raise ValueError('must be one prompt, or a JSON list of prompts like ["a cat", "a dog"]')
+    return tuple(prompts)
+
+
+def _validation_rules(cfg: TrainConfig) -> None:
+    if cfg.validation_refiner and not cfg.refiner_training_invert_schedule:
+        raise ConfigError(
+            f"--validation_refiner={cfg.validation_refiner} renders stage one through stage "
+            "two, but this job does not train stage one; drop --validation_refiner or add "
+            "--refiner_training --refiner_training_invert_schedule"
+        )
+    if cfg.evaluation_type == "clip" and not (
+        cfg.validation_prompt or cfg.validation_using_datasets
+    ):
+        raise ConfigError(
+            "--evaluation_type=clip scores validation images, and none are made: set "
+            "VALIDATION_PROMPT or --validation_using_datasets"
+        )

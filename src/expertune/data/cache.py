@@ -4,10 +4,18 @@ An entry is one safetensors file at `root/kind/key[:2]/key.safetensors`; the key
 sha256 of everything the tensors depend on (encoder fingerprint, preprocessing, input),
 so two jobs that would compute the same tensors find the same file, and a changed encoder
 or input simply misses. Entries are written to a temporary file in the same directory,
-fsynced and renamed into place, so a reader sees the whole old file, the whole new file
+and renamed into place, so a reader sees the whole old file, the whole new file
 or nothing. A per-entry file lock lets concurrent builders compute each entry once.
 Reads check the safetensors header against the file length and a sha256 of the tensors
 stored in the metadata; anything that fails is a miss, and rebuilding overwrites it.
+
+`kill -9` at any point leaves only whole entries and, at worst, a `.*.tmp` file or a
+`.lock` file that no reader looks at (`leftovers` lists them; `expertune cache prune`
+removes old ones): the kernel keeps a killed process's writes. Entries are not fsynced:
+a crash of the whole machine may lose recent entries or leave a renamed file whose data
+never reached the disk, and the length and digest checks make that a miss (recomputed),
+never data. A cache needs correctness, not durability, and fsync would cost more than a
+small encoder's forward pass per entry.
 """
 
 from __future__ import annotations
@@ -54,6 +62,16 @@ def tensors_digest(tensors: Tensors) -> str:
         digest.update(header.encode("utf-8"))
         digest.update(flat.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EntryFile:
+    """One entry on disk, as `Cache.entries` finds it."""
+
+    kind: str
+    key: str
+    path: Path
+    size: int  # bytes
 
 
 @dataclass
@@ -105,7 +123,9 @@ class Cache:
     def put(self, kind: str, key: str, tensors: Tensors) -> Tensors:
         """Write the entry atomically and return the CPU copies that were stored."""
         stored = {name: t.detach().cpu().contiguous().clone() for name, t in tensors.items()}
-        metadata = {"format": "pt", DIGEST_KEY: tensors_digest(stored)}
+        # One metadata key: safetensors writes a map's keys in a per-process random order,
+        # and one key keeps an entry's bytes the same whichever process wrote it.
+        metadata = {DIGEST_KEY: tensors_digest(stored)}
         _atomic_write(self.path(kind, key), save_bytes(stored, metadata=metadata))
         return stored
 
@@ -139,6 +159,27 @@ class Cache:
                 lock_path.unlink()
             lock.release()
 
+    def entries(self) -> Iterator[EntryFile]:
+        """Every entry file under the root, by kind then key (other files are ignored)."""
+        if not self.root.is_dir():
+            return
+        for kind_dir in sorted(p for p in self.root.iterdir() if _KIND.match(p.name)):
+            for path in sorted(kind_dir.glob("??/*.safetensors")):
+                key = path.name.removesuffix(".safetensors")
+                if _KEY.match(key) and path.parent.name == key[:2]:
+                    yield EntryFile(kind_dir.name, key, path, path.stat().st_size)
+
+    def leftovers(self) -> list[Path]:
+        """Temporary and lock files a killed builder may have left (never read as entries)."""
+        if not self.root.is_dir():
+            return []
+        found = [*self.root.glob("*/??/.*.tmp"), *self.root.glob("*/??/*.lock")]
+        return sorted(p for p in found if _KIND.match(p.parent.parent.name))
+
+    def check(self, kind: str, key: str) -> str:
+        """OK, ABSENT or CORRUPT after reading the whole entry and checking its digest."""
+        return _read(self.path(kind, key), full=True)[0]
+
     def _count(self, kind: str, status: str, found: Tensors | None) -> Tensors | None:
         counts = self.counts.setdefault(kind, KindCounts())
         counts.hits += status == OK
@@ -148,6 +189,22 @@ class Cache:
 
 
 OK, ABSENT, CORRUPT = "ok", "absent", "corrupt"
+
+
+class Caches:
+    """One Cache per folder, made on first use, so all readers of a folder share counters."""
+
+    def __init__(self) -> None:
+        self._by_root: dict[Path, Cache] = {}
+
+    def __call__(self, root: str | Path) -> Cache:
+        root = Path(root)
+        if root not in self._by_root:
+            self._by_root[root] = Cache(root)
+        return self._by_root[root]
+
+    def __iter__(self) -> Iterator[Cache]:
+        return iter(list(self._by_root.values()))
 
 
 def _read(path: Path, full: bool) -> tuple[str, Tensors | None]:
@@ -175,23 +232,15 @@ def _read(path: Path, full: bool) -> tuple[str, Tensors | None]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a fsynced temporary file and os.replace."""
+    """Write `data` to a temporary file beside `path`, then os.replace it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o644)
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # make the rename durable where directories fsync
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -1,4 +1,4 @@
-"""Fill the cache with VAE latents and SDXL text embeddings, counting encoder passes.
+"""Fill the caches with VAE latents and SDXL text embeddings, counting encoder passes.
 
 What is stored, and why:
 - latents: the mean (`latent_dist.mode()`) of the VAE posterior, shifted and scaled as
@@ -11,105 +11,50 @@ What is stored, and why:
   concatenated, and `pooled_prompt_embeds`, text_encoder_2's projected `text_embeds`. With
   no first encoder (the SDXL refiner layout) only text_encoder_2's states are used.
 
-Keys cover everything the tensors depend on: the encoder fingerprint the caller passes
-(weights, config and, for text, the tokenizers), the preprocessing and the input bytes or
-caption. A build whose entries are all present runs no encoder at all.
+Keys (keys.py) cover everything the tensors depend on: the encoder fingerprint (weights,
+config and, for text, the tokenizers, so the refiner's text layout never meets the
+base's), the whole resize-and-crop plan, and the input bytes or caption. A build whose
+entries are all present runs no encoder at all.
+
+How a build batches, locks and fails (`fill.py` does the work): jobs are sorted by key and
+cut into fixed chunks, so a build's bytes do not depend on how many builders share it.
+An image that turns out truncated or corrupt when decoded is dropped and listed in
+`EncodedDataset.failed`; it never stops the build.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
-from expertune.data.cache import Cache, Tensors, cache_key
-from expertune.data.images import PREPROCESS_VERSION, load_image, plan_crop, prepare, target_size
-from expertune.data.local_folder import Sample
+from expertune.data.cache import Caches, Tensors
+from expertune.data.fill import Filler, progress_bar
+from expertune.data.images import CropPlan, load_image, render
+from expertune.data.keys import LATENTS, TEXT, latent_key, text_encoders_fingerprint, text_key
+from expertune.data.local_folder import Sample, file_digest
 from expertune.errors import DataError
-
-LATENTS, TEXT = "latents", "text"
-LATENT_FORMAT = "sdxl-latent-mode-scaled-v1"
-TEXT_FORMAT = "sdxl-text-penultimate-pooled-v1"
-TimeIds = tuple[int, int, int, int, int, int]
-_CALL_STATE = ("truncation", "padding")  # set by each tokenizer call, not identity
-
-
-def file_digest(data: bytes) -> str:
-    """sha256 hex of an input file's bytes."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def latent_key(
-    vae_fingerprint: str, image_digest: str, resolution: int | tuple[int, int], crop: str = "center"
-) -> str:
-    """Key of one image's latents: encoder, preprocessing (size, crop, version), bytes."""
-    height, width = target_size(resolution)
-    return cache_key(
-        LATENTS,
-        LATENT_FORMAT,
-        PREPROCESS_VERSION,
-        vae_fingerprint,
-        image_digest,
-        f"{height}x{width}",
-        crop,
-    )
-
-
-def text_key(text_fingerprint: str, caption: str) -> str:
-    """Key of one caption's embeddings: the encoders' and tokenizers' fingerprint, caption."""
-    return cache_key(TEXT, TEXT_FORMAT, text_fingerprint, caption)
-
-
-def tokenizer_fingerprint(tokenizer) -> str:
-    """sha256 of what decides a tokenizer's ids: its model, normaliser and splitting (not
-    the padding/truncation state a call leaves behind), max length and pad token."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in _CALL_STATE}
-        body = json.dumps(spec, sort_keys=True)
-    else:
-        body = repr(sorted(tokenizer.get_vocab().items()))
-    return cache_key(
-        type(tokenizer).__name__, body, str(tokenizer.model_max_length), str(tokenizer.pad_token)
-    )
-
-
-def text_encoders_fingerprint(
-    text_encoder_fingerprint: str | None, text_encoder_2_fingerprint: str, tokenizer, tokenizer_2
-) -> str:
-    """One fingerprint for SDXL's text side: both encoders' (the caller's module hashes,
-    None for the refiner layout) and both tokenizers'."""
-    first = tokenizer_fingerprint(tokenizer) if tokenizer is not None else "none"
-    return cache_key(
-        text_encoder_fingerprint or "none",
-        text_encoder_2_fingerprint,
-        first,
-        tokenizer_fingerprint(tokenizer_2),
-    )
 
 
 @contextlib.contextmanager
 def _frozen(*modules: torch.nn.Module | None) -> Iterator[None]:
-    """Eval mode and no autograd for the duration, restoring each module's mode after."""
-    present = [m for m in modules if m is not None]
-    modes = [m.training for m in present]
+    """Eval mode and no autograd for the duration, restoring the modules in training mode
+    after (modules already in eval mode are not walked: that costs a forward pass's worth
+    of Python on a small encoder)."""
+    training = [m for m in modules if m is not None and m.training]
     try:
-        for module in present:
+        for module in training:
             module.eval()
         with torch.no_grad():
             yield
     finally:
-        for module, mode in zip(present, modes, strict=True):
-            module.train(mode)
+        for module in training:
+            module.train(True)
 
 
 def encode_latents(vae: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -149,14 +94,81 @@ def encode_prompts(
 
 
 @dataclass(frozen=True)
+class PlannedImage:
+    """An image as it will be trained: the sample, its crop into its bucket, its time ids,
+    its dataset and the cache folders of its latents and caption."""
+
+    sample: Sample
+    plan: CropPlan
+    time_ids: tuple[float, ...]
+    dataset: str
+    latent_root: Path
+    text_root: Path
+
+
+@dataclass(frozen=True)
 class EncodedItem:
-    """One training sample by reference: its cache keys and SDXL time ids."""
+    """One sample by reference: where its tensors are cached, its SDXL time ids, its bucket."""
 
     path: Path
     caption: str
+    dataset: str
+    bucket: tuple[int, int]  # (height, width) in pixels
+    time_ids: tuple[float, ...]
     latent_key: str
     text_key: str
-    time_ids: TimeIds
+    latent_root: Path
+    text_root: Path
+
+
+def key_items(
+    planned: Sequence[PlannedImage], vae_fingerprint: str, text_fingerprint: str
+) -> list[EncodedItem]:
+    """The cache references of `planned` images; needs fingerprints, not models."""
+    return [
+        EncodedItem(
+            path=p.sample.path,
+            caption=p.sample.caption,
+            dataset=p.dataset,
+            bucket=p.plan.target,
+            time_ids=p.time_ids,
+            latent_key=latent_key(vae_fingerprint, p.sample.digest, p.plan),
+            text_key=text_key(text_fingerprint, p.sample.caption),
+            latent_root=p.latent_root,
+            text_root=p.text_root,
+        )
+        for p in planned
+    ]
+
+
+@dataclass
+class Encoders:
+    """The modules a build may run; any may be None when every entry it makes is cached."""
+
+    vae: torch.nn.Module | None  # AutoencoderKL
+    text_encoder: torch.nn.Module | None  # CLIPTextModel; None in the refiner layout
+    text_encoder_2: torch.nn.Module | None  # CLIPTextModelWithProjection
+    tokenizer: object = None  # tokenizer of text_encoder
+    tokenizer_2: object = None  # tokenizer of text_encoder_2
+
+    @classmethod
+    def of(cls, components) -> Encoders:
+        """The encoders of loaded model components (models.load.Components)."""
+        c = components
+        return cls(c.vae, c.text_encoder, c.text_encoder_2, c.tokenizer, c.tokenizer_2)
+
+    def fingerprints(self) -> dict[str, str]:
+        """{"vae": ..., "text": ...}: hashes of weights + config (+ tokenizers for text)."""
+        first = self.text_encoder
+        return {
+            "vae": _module_fingerprint(_need(self.vae, "vae")),
+            "text": text_encoders_fingerprint(
+                _module_fingerprint(first) if first is not None else None,
+                _module_fingerprint(_need(self.text_encoder_2, "text_encoder_2")),
+                self.tokenizer,
+                self.tokenizer_2,
+            ),
+        }
 
 
 @dataclass
@@ -178,148 +190,109 @@ class EncodeStats:
 
 @dataclass
 class EncodedDataset:
-    """The samples of one dataset as cache references, with the build's stats."""
+    """Encoded images as cache references, the build's stats and the images that failed."""
 
     items: list[EncodedItem]
-    resolution: int | tuple[int, int]
     stats: EncodeStats = field(default_factory=EncodeStats)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
 
 
 def build_cache(
-    samples: Sequence[Sample],
+    planned: Sequence[PlannedImage],
+    encoders: Encoders,
     *,
-    vae: torch.nn.Module | None,  # AutoencoderKL; None is fine if every latent is cached
-    text_encoder: torch.nn.Module | None,  # CLIPTextModel; None for the refiner layout
-    text_encoder_2: torch.nn.Module | None,  # CLIPTextModelWithProjection
-    tokenizer,  # tokenizer of text_encoder (None with it)
-    tokenizer_2,  # tokenizer of text_encoder_2
-    cache: Cache,  # where entries live; shared between jobs
-    resolution: int | tuple[int, int],  # square side or (height, width) of the crops
-    vae_fingerprint: str | None = None,  # the VAE's weights and config; None: hash them now
-    text_fingerprint: str | None = None,  # both text encoders and tokenizers; None: hash now
-    crop: str = "center",  # crop mode, part of the latent key
+    fingerprints: dict[str, str] | None = None,  # {"vae", "text"}; None: hash the modules
     batch_size: int = 8,  # images or captions per encoder call
-    progress: bool = True,  # show tqdm bars (images/s)
+    progress: bool = True,  # tqdm bars (images/s) on stderr
+    caches: Caches | None = None,  # Cache objects by folder, shared with the caller
 ) -> EncodedDataset:
-    """Make sure every sample's latents and caption embeddings are in `cache`.
+    """Make sure every planned image's latents and caption embeddings are cached.
 
-    Only missing entries are encoded, in batches; each is locked while it is computed, so
-    a concurrent build of the same cache (another expert's job) waits for it instead of
-    computing it again. Returns the samples as cache references plus what was done.
-    Fingerprints left as None are computed from the modules (`models.load.fingerprint`,
-    seconds for SDXL); pass them to skip that and to run a warm cache with no models.
+    Returns the images that could be encoded as cache references; images that fail to
+    decode are left out and listed in `failed`. Pass `fingerprints` to skip hashing the
+    modules and to run a warm cache with no models at all.
     """
     start, stats = time.perf_counter(), EncodeStats()
-    if vae_fingerprint is None:
-        vae_fingerprint = _module_fingerprint(_need(vae, "vae"))
-    if text_fingerprint is None:
-        text_fingerprint = text_encoders_fingerprint(
-            text_encoder and _module_fingerprint(text_encoder),
-            _module_fingerprint(_need(text_encoder_2, "text_encoder_2")),
-            tokenizer,
-            tokenizer_2,
-        )
-    images: dict[str, tuple[Sample, str]] = {}
-    items = []
-    for sample in samples:
-        digest = file_digest(_read_bytes(sample.path))
-        plan = plan_crop(sample.height, sample.width, resolution, crop)
-        key = latent_key(vae_fingerprint, digest, resolution, crop)
-        images[key] = (sample, digest)
-        caption_key = text_key(text_fingerprint, sample.caption)
-        items.append(EncodedItem(sample.path, sample.caption, key, caption_key, plan.time_ids))
+    caches = caches or Caches()
+    fps = fingerprints or encoders.fingerprints()
+    every = key_items(planned, fps["vae"], fps["text"])
+    latent_jobs: dict[tuple[Path, tuple[int, int]], dict[str, PlannedImage]] = {}
+    for item, image in zip(every, planned, strict=True):
+        latent_jobs.setdefault((item.latent_root, item.bucket), {})[item.latent_key] = image
 
-    def latents_of(batch: list[tuple[Sample, str]]) -> list[Tensors]:
-        pixels = torch.stack([_pixels(s, digest, resolution, crop) for s, digest in batch])
+    def vae_encode(pixels: list[torch.Tensor]) -> list[Tensors]:
         stats.vae_passes += 1
-        return [{"latents": z} for z in encode_latents(_need(vae, "vae"), pixels)]
-
-    def embeddings_of(captions: list[str]) -> list[Tensors]:
-        encoder_2 = _need(text_encoder_2, "text_encoder_2")
-        embeds, pooled = encode_prompts(text_encoder, encoder_2, tokenizer, tokenizer_2, captions)
-        stats.text_passes += 1 + (text_encoder is not None)
         return [
-            {"prompt_embeds": e, "pooled_prompt_embeds": p}
-            for e, p in zip(embeds, pooled, strict=True)
+            {"latents": z} for z in encode_latents(_need(encoders.vae, "vae"), torch.stack(pixels))
         ]
 
-    captions = {item.text_key: item.caption for item in items}
-    fill = {"cache": cache, "batch_size": batch_size, "stats": stats, "progress": progress}
-    stats.latents_encoded = _fill(LATENTS, images, latents_of, unit="img", **fill)
-    stats.captions_encoded = _fill(TEXT, captions, embeddings_of, unit="caption", **fill)
+    fillers = [
+        Filler(caches(root), LATENTS, jobs, _pixels, vae_encode, batch_size)
+        for (root, _), jobs in sorted(latent_jobs.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
+    ]
+    failed = _run(fillers, progress, "caching latents", "img")
+    stats.latents_encoded = sum(f.written for f in fillers)
+    items = [item for item in every if item.latent_key not in failed]
+    text_jobs: dict[Path, dict[str, str]] = {}
+    for item in items:
+        text_jobs.setdefault(item.text_root, {})[item.text_key] = item.caption
+    text_fillers = [
+        Filler(caches(root), TEXT, jobs, str, _text_encoder(encoders, stats), batch_size)
+        for root, jobs in sorted(text_jobs.items(), key=lambda kv: str(kv[0]))
+    ]
+    _run(text_fillers, progress, "caching text", "caption")
+    stats.captions_encoded = sum(f.written for f in text_fillers)
+    for filler in fillers + text_fillers:
+        stats.hits += filler.hits
+        stats.misses += filler.misses
     stats.encoder_forward_passes = stats.vae_passes + stats.text_passes
     stats.seconds = time.perf_counter() - start
-    return EncodedDataset(items=items, resolution=resolution, stats=stats)
+    failures = [(item.path, failed[item.latent_key]) for item in every if item.latent_key in failed]
+    return EncodedDataset(items=items, stats=stats, failed=failures)
 
 
-def _fill(
-    kind: str,
-    jobs: dict[str, object],
-    compute: Callable[[list], list[Tensors]],
-    *,
-    cache: Cache,
-    batch_size: int,
-    stats: EncodeStats,
-    progress: bool,
-    unit: str,
-) -> int:
-    """Compute and store the missing entries of `jobs` (key -> input); returns how many.
-
-    Entries another builder holds are skipped and, after the batches, waited for; a
-    builder never blocks while it holds locks, so two builders cannot deadlock.
-    """
-    todo = [(key, job) for key, job in jobs.items() if not cache.contains(kind, key)]
-    stats.hits += len(jobs) - len(todo)
-    stats.misses += len(todo)
-    computed, deferred = 0, []
-    bar = tqdm(total=len(todo), unit=unit, desc=f"caching {kind}", disable=not (progress and todo))
-    with bar:
-        for first in range(0, len(todo), batch_size):
-            chunk = todo[first : first + batch_size]
-            with contextlib.ExitStack() as held:
-                mine = []
-                for key, job in chunk:
-                    if not held.enter_context(cache.lock(kind, key, blocking=False)):
-                        deferred.append((key, job))
-                    elif not cache.contains(kind, key, count=False):
-                        mine.append((key, job))
-                computed += _compute_and_put(cache, kind, mine, compute)
-            bar.update(len(chunk))
-    for key, job in deferred:
-        with cache.lock(kind, key):
-            if not cache.contains(kind, key, count=False):
-                computed += _compute_and_put(cache, kind, [(key, job)], compute)
-    return computed
+def _run(fillers: list[Filler], progress: bool, desc: str, unit: str) -> dict[str, str]:
+    """Run every filler under one progress bar; returns the failures of all of them."""
+    with progress_bar(progress, desc, unit, sum(f.misses for f in fillers)) as bar:
+        for filler in fillers:
+            filler.run(bar)
+    return {key: why for filler in fillers for key, why in filler.failed.items()}
 
 
-def _compute_and_put(cache: Cache, kind: str, work: list, compute: Callable) -> int:
-    if not work:
-        return 0
-    outputs = compute([job for _, job in work])
-    for (key, _), tensors in zip(work, outputs, strict=True):
-        cache.put(kind, key, tensors)
-    return len(work)
+def _text_encoder(encoders: Encoders, stats: EncodeStats):
+    """captions -> text entries, counting one pass per text encoder that runs."""
+
+    def encode(captions: list[str]) -> list[Tensors]:
+        e = encoders
+        second = _need(e.text_encoder_2, "text_encoder_2")
+        embeds, pooled = encode_prompts(
+            e.text_encoder, second, e.tokenizer, e.tokenizer_2, captions
+        )
+        stats.text_passes += 1 + (e.text_encoder is not None)
+        return [
+            {"prompt_embeds": x, "pooled_prompt_embeds": p}
+            for x, p in zip(embeds, pooled, strict=True)
+        ]
+
+    return encode
 
 
-def _read_bytes(path: Path) -> bytes:
+def _pixels(job: PlannedImage) -> torch.Tensor:
+    """The image's pixels as planned; DataError if it cannot be decoded or has changed."""
+    path = job.sample.path
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
-        raise DataError(f"cannot read {path}: {error}") from error
-
-
-def _pixels(sample: Sample, digest: str, resolution, crop: str) -> torch.Tensor:
-    """The sample's prepared pixels, checking the file is the one that was keyed and scanned."""
-    data = _read_bytes(sample.path)
-    if file_digest(data) != digest:
-        raise DataError(f"{sample.path} changed while caching; run the cache step again")
-    prepared = prepare(load_image(sample.path, data), resolution, crop)
-    if prepared.plan.original != (sample.height, sample.width):
-        raise DataError(f"{sample.path} changed since the folder was scanned; scan it again")
-    return prepared.pixels
+        raise DataError(f"cannot read {path}: {error.strerror}") from error
+    if file_digest(data) != job.sample.digest:
+        raise DataError(f"{path} changed since the folder was scanned; run again")
+    image = load_image(path, data)
+    if (image.height, image.width) != job.plan.original:
+        raise DataError(f"{path} changed since the folder was scanned; run again")
+    return render(image, job.plan)
 
 
 def _module_fingerprint(module: torch.nn.Module) -> str:
@@ -332,30 +305,3 @@ def _need(module: torch.nn.Module | None, name: str) -> torch.nn.Module:
     if module is None:
         raise ValueError(f"no {name} was given, and it is needed (a fingerprint or a cache miss)")
     return module
-
-
-class CachedDataset(Dataset):
-    """Training samples read from the cache: latents, prompt embeddings, pooled, time ids."""
-
-    def __init__(self, encoded: EncodedDataset, cache: Cache) -> None:
-        self.items = encoded.items
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = self.items[index]
-        latents = self.cache.get(LATENTS, item.latent_key)
-        text = self.cache.get(TEXT, item.text_key)
-        if latents is None or text is None:
-            raise DataError(
-                f"cache entry for {item.path} is missing or damaged under {self.cache.root}; "
-                "build the cache again"
-            )
-        return {
-            "latents": latents["latents"],
-            "prompt_embeds": text["prompt_embeds"],
-            "pooled_prompt_embeds": text["pooled_prompt_embeds"],
-            "time_ids": torch.tensor(item.time_ids, dtype=torch.float32),
-        }

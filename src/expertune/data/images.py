@@ -6,25 +6,30 @@ describe the real resize and crop, so `plan_crop` computes the geometry once and
 pixels (`prepare`) and the time ids come from it. The convention follows diffusers'
 `train_text_to_image_sdxl.py`: scale so the image covers the target (the shorter side
 becomes the resolution for a square target), then centre crop; the crop corner is in
-the coordinates of the resized image.
+the coordinates of the resized image. Besides the centre crop there are SimpleTuner's
+"corner" (the top-left corner, as SimpleTuner crops now) and "random" (a corner drawn
+from a seed, the image's content digest, so the same image gets the same crop in every
+job that shares the cache).
 """
 
 from __future__ import annotations
 
 import io
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from expertune.errors import DataError
 
 # Bump when decoding, resampling or cropping changes, so cached latents are rebuilt.
 PREPROCESS_VERSION = "1"
 RESAMPLE = Image.Resampling.LANCZOS
-CROP_MODES = ("center",)
+CROP_MODES = ("center", "corner", "random")
+ORIENTATION = 0x0112  # EXIF tag; values 5-8 swap width and height
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 _WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 
@@ -40,11 +45,49 @@ def load_image(path: str | Path, data: bytes | None = None) -> Image.Image:
         with Image.open(path if data is None else io.BytesIO(data)) as opened:
             opened.load()
             image = ImageOps.exif_transpose(opened)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(f"cannot read image {path}: {error}; fix or remove the file") from error
+    except _DECODE_ERRORS as error:
+        raise _unreadable(path, error) from error
     if image.width == 0 or image.height == 0:
         raise DataError(f"image {path} has zero size; remove the file")
     return to_rgb(image)
+
+
+def read_size(path: str | Path, data: bytes) -> tuple[int, int]:
+    """(height, width) after EXIF orientation, from the header alone (no pixel decoding).
+
+    Raises DataError when the bytes are empty or not an image; a file truncated after its
+    header passes here and fails in `load_image` when it is decoded for encoding.
+    """
+    if not data:
+        raise DataError(f"image {path} is an empty file (0 bytes); remove it")
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            orientation = _orientation(opened.info.get("exif"))
+    except _DECODE_ERRORS as error:
+        raise _unreadable(path, error) from error
+    if width == 0 or height == 0:
+        raise DataError(f"image {path} has zero size; remove the file")
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _unreadable(path: Path, error: Exception) -> DataError:
+    if isinstance(error, UnidentifiedImageError):
+        return DataError(f"{path} is not an image Pillow can read; fix or remove the file")
+    return DataError(f"cannot read image {path}: {error}; fix or remove the file")
+
+
+def _orientation(raw: bytes | None) -> int:
+    """The EXIF orientation in raw EXIF bytes from the header (`getexif()` would decode a
+    PNG's pixels to look for a late eXIf chunk)."""
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(ORIENTATION, 1)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -91,12 +134,17 @@ def target_size(resolution: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def plan_crop(
-    height: int, width: int, resolution: int | tuple[int, int], crop: str = "center"
+    height: int,
+    width: int,
+    resolution: int | tuple[int, int],
+    crop: str = "center",
+    seed: str = "",
 ) -> CropPlan:
-    """Scale an image of (height, width) to cover the target, then centre crop it.
+    """Scale an image of (height, width) to cover the target, then crop it as `crop` says.
 
-    For a square target this is torchvision's Resize(shorter side) + CenterCrop, the
-    arithmetic diffusers' SDXL example uses (floor for the long side, round for the corner).
+    For a square target and "center" this is torchvision's Resize(shorter side) +
+    CenterCrop, the arithmetic diffusers' SDXL example uses (floor for the long side,
+    round for the corner). "random" draws the corner from `seed`.
     """
     if crop not in CROP_MODES:
         raise ValueError(f"crop mode {crop!r} is not one of {CROP_MODES}")
@@ -105,8 +153,14 @@ def plan_crop(
         rh, rw = th, max(tw, width * th // height)
     else:
         rh, rw = max(th, height * tw // width), tw
-    top = round((rh - th) / 2.0)  # Python rounds half to even, as torchvision does
-    left = round((rw - tw) / 2.0)
+    if crop == "center":
+        top = round((rh - th) / 2.0)  # Python rounds half to even, as torchvision does
+        left = round((rw - tw) / 2.0)
+    elif crop == "corner":
+        top, left = 0, 0
+    else:
+        draw = random.Random(f"crop:{seed}")
+        top, left = draw.randint(0, rh - th), draw.randint(0, rw - tw)
     return CropPlan((height, width), (rh, rw), top, left, (th, tw))
 
 
@@ -123,14 +177,20 @@ class Prepared:
 
 
 def prepare(
-    image: Image.Image, resolution: int | tuple[int, int], crop: str = "center"
+    image: Image.Image, resolution: int | tuple[int, int], crop: str = "center", seed: str = ""
 ) -> Prepared:
     """Resize and crop an RGB image as `plan_crop` says and scale it to [-1, 1]."""
-    plan = plan_crop(image.height, image.width, resolution, crop)
+    plan = plan_crop(image.height, image.width, resolution, crop, seed)
+    return Prepared(pixels=render(image, plan), plan=plan)
+
+
+def render(image: Image.Image, plan: CropPlan) -> torch.Tensor:
+    """The pixels (C, H, W) in [-1, 1] of `image` resized and cropped as `plan` says."""
+    if (image.height, image.width) != plan.original:
+        raise ValueError(f"image is {image.height}x{image.width}, the plan is for {plan.original}")
     rh, rw = plan.resized
     th, tw = plan.target
     resized = image.convert("RGB").resize((rw, rh), resample=RESAMPLE)
     cropped = resized.crop((plan.left, plan.top, plan.left + tw, plan.top + th))
     array = np.asarray(cropped, dtype=np.float32) / 127.5 - 1.0
-    pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-    return Prepared(pixels=pixels, plan=plan)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()

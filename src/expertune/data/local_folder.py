@@ -1,18 +1,22 @@
 """Scan a local folder of images into captioned samples, before any training starts.
 
-Every file is decoded once here, so a truncated or corrupt image is found (and skipped,
-with its reason) now rather than in the middle of a run. Sizes recorded here are after
-EXIF rotation, which is what `images.plan_crop` needs to compute time ids without
-decoding again.
+Each file is read once here: its bytes are hashed (the content digest that cache keys
+use) and its header gives the size after EXIF rotation, without decoding pixels, so a
+warm start over a large dataset costs a read and a hash per image. Empty files, files
+that are not images and unreadable caption files are skipped here with their reason; a
+file whose header is fine but whose data is truncated or corrupt fails when it is decoded
+for encoding and is skipped then (see encode.py). A cached image is never decoded again:
+its digest proves the bytes are the ones that were decoded successfully before.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from expertune.data.captions import caption_for
-from expertune.data.images import load_image, plan_crop
+from expertune.data.captions import CaptionRule
+from expertune.data.images import read_size
 from expertune.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -20,22 +24,23 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 @dataclass(frozen=True)
 class Sample:
-    """One usable image: its file, caption and size (height, width) after EXIF rotation."""
+    """One image: its file, caption, size (height, width) after EXIF rotation, sha256."""
 
     path: Path
     caption: str
     height: int
     width: int
+    digest: str
 
 
 @dataclass
 class ScanResult:
-    """Usable samples in path order, skipped files with reasons, and images to upscale."""
+    """Usable samples in path order, skipped files with reasons, textfile fallbacks."""
 
     root: Path
     samples: list[Sample] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    upscaled: list[Path] = field(default_factory=list)
+    caption_fallbacks: list[Path] = field(default_factory=list)
 
 
 def list_images(root: Path, recursive: bool = True) -> list[Path]:
@@ -51,32 +56,42 @@ def list_images(root: Path, recursive: bool = True) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def file_digest(data: bytes) -> str:
+    """sha256 hex of an input file's bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def scan_folder(
     path: str | Path,
-    resolution: int | tuple[int, int],
+    captions: CaptionRule | str = "textfile",
     *,
-    caption_strategy: str = "textfile",
     recursive: bool = True,
 ) -> ScanResult:
-    """Captioned samples from the images in `path`; unreadable files are skipped.
+    """Captioned samples from the images in `path`; unusable files are listed as skipped.
 
-    Images smaller than `resolution` are kept (they are upscaled) and listed in `upscaled`.
-    Raises DataError when the folder is missing or no usable image is left.
+    Raises DataError when the folder does not exist; an empty result is the caller's call.
     """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist; check the instance_data_dir")
+    rule = captions if isinstance(captions, CaptionRule) else CaptionRule(captions)
     result = ScanResult(root=root)
     for image_path in list_images(root, recursive):
         try:
-            image = load_image(image_path)
-            caption = caption_for(image_path, caption_strategy)
+            data = _read(image_path)
+            height, width = read_size(image_path, data)
+            caption, fell_back = rule.caption(image_path)
         except DataError as error:
             result.skipped.append((image_path, error.message))
             continue
-        result.samples.append(Sample(image_path, caption, image.height, image.width))
-        if plan_crop(image.height, image.width, resolution).resized[0] > image.height:
-            result.upscaled.append(image_path)
-    if not result.samples:
-        raise DataError(f"no usable images in {root} ({len(result.skipped)} skipped)")
+        result.samples.append(Sample(image_path, caption, height, width, file_digest(data)))
+        if fell_back:
+            result.caption_fallbacks.append(image_path)
     return result
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror}; check its permissions") from error

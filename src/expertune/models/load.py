@@ -4,12 +4,18 @@ Every failure a user can fix is a one-line ModelReferenceError naming MODEL_NAME
 a missing path, a folder that is not a diffusers model, another family, a single-file
 checkpoint, pickle-only weights, or a hub name that cannot be reached. Offline, a hub
 name fails in well under a second instead of waiting for the hub client's retries.
+
+Pickle weights (.bin, .ckpt, .pt) can run code when unpickled, so they are refused unless
+the caller trusts them (`--allow_pickle_weights`); even then every torch.load inside the
+load is forced to `weights_only=True` (torch's own switch), whatever the library passes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,6 +61,7 @@ def resolve_model_path(
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
     probe_timeout: float = 3.0,
+    allow_pickle: bool = False,
 ) -> Path:
     """The local diffusers folder for `name`: a folder, or a hub id (local cache first).
 
@@ -69,7 +76,13 @@ def resolve_model_path(
             f"MODEL_NAME {name!r} does not exist (no such file or folder); {FIX}, "
             "or to a Hugging Face model id like 'stabilityai/stable-diffusion-xl-base-1.0'"
         )
-    return _from_hub(name, offline=offline, cache_dir=cache_dir, probe_timeout=probe_timeout)
+    return _from_hub(
+        name,
+        offline=offline,
+        cache_dir=cache_dir,
+        probe_timeout=probe_timeout,
+        allow_pickle=allow_pickle,
+    )
 
 
 def is_hub_id(name: str) -> bool:
@@ -100,7 +113,12 @@ def _check_local(path: Path, name: str) -> Path:
 
 
 def _from_hub(
-    name: str, *, offline: bool | None, cache_dir: str | Path | None, probe_timeout: float
+    name: str,
+    *,
+    offline: bool | None,
+    cache_dir: str | Path | None,
+    probe_timeout: float,
+    allow_pickle: bool = False,
 ) -> Path:
     """A cached snapshot of hub repo `name`, downloading it only if the hub answers."""
     try:
@@ -116,7 +134,9 @@ def _from_hub(
             f"Hugging Face hub ({why}; not in the local Hugging Face cache); {FIX}"
         )
     try:
-        snapshot = snapshot_download(name, cache_dir=cache_dir, allow_patterns=_hub_files(name))
+        snapshot = snapshot_download(
+            name, cache_dir=cache_dir, allow_patterns=_hub_files(name, allow_pickle)
+        )
     except (HfHubHTTPError, OSError) as err:
         raise ModelReferenceError(
             f"MODEL_NAME {name!r} could not be downloaded from the Hugging Face hub "
@@ -142,27 +162,32 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return answered.is_set()
 
 
-def _hub_files(name: str) -> list[str]:
+def _hub_files(name: str, allow_pickle: bool = False) -> list[str]:
     """The files of hub repo `name` that a safetensors diffusers load needs."""
     from huggingface_hub import HfApi
 
-    return select_hub_files(HfApi().list_repo_files(name))
+    return select_hub_files(HfApi().list_repo_files(name), allow_pickle)
 
 
-def select_hub_files(files: list[str]) -> list[str]:
+def select_hub_files(files: list[str], allow_pickle: bool = False) -> list[str]:
     """Configs, tokenizers and safetensors weights, without pickles or single-file checkpoints.
 
-    A folder's variant weights (`*.fp16.safetensors`) are skipped when plain ones exist.
+    A folder's variant weights (`*.fp16.safetensors`) are skipped when plain ones exist;
+    with `allow_pickle`, pickle weights are fetched for folders that have no safetensors.
     """
     plain = {f.rpartition("/")[0] for f in files if _is_plain_safetensors(f)}
-    return [f for f in files if _wanted(f, plain)]
+    safe = {f.rpartition("/")[0] for f in files if f.endswith(".safetensors")}
+    pickles_for = set() if not allow_pickle else {f.rpartition("/")[0] for f in files} - safe
+    return [f for f in files if _wanted(f, plain, pickles_for)]
 
 
-def _wanted(file: str, folders_with_plain_weights: set[str]) -> bool:
+def _wanted(file: str, folders_with_plain_weights: set[str], pickles_for: set[str]) -> bool:
     folder, _, base = file.rpartition("/")
     if not folder:  # top level: single-file checkpoints, README, images
         return base == "model_index.json"
-    if base.endswith(PICKLE_SUFFIXES + OTHER_FORMATS):
+    if base.endswith(PICKLE_SUFFIXES):
+        return folder in pickles_for
+    if base.endswith(OTHER_FORMATS):
         return False
     variant = base.endswith(".safetensors") and not _is_plain_safetensors(file)
     return not (variant and folder in folders_with_plain_weights)
@@ -174,10 +199,11 @@ def _is_plain_safetensors(filename: str) -> bool:
     return base.endswith(".safetensors") and base.count(".") == 1
 
 
-def weights_variant(folder: Path, name: str) -> str | None:
-    """The diffusers `variant` to load from `folder` (None for plain safetensors).
+def weights_variant(folder: Path, name: str, allow_pickle: bool = False) -> str | None:
+    """The diffusers `variant` to load from `folder` (None for plain safetensors or pickles).
 
-    Refuses, in one line, folders with only pickle weights: they could run code on load.
+    Refuses, in one line, folders with only pickle weights (they could run code on load)
+    unless `allow_pickle`: the user's explicit trust flag.
     """
     if not folder.is_dir():
         raise ModelReferenceError(f"MODEL_NAME {name!r} has no {folder.name}/ folder; {FIX}")
@@ -186,13 +212,42 @@ def weights_variant(folder: Path, name: str) -> str | None:
         return None
     if safetensors:  # e.g. diffusion_pytorch_model.fp16.safetensors
         return safetensors[0].split(".")[1].split("-")[0]
-    if any(p.suffix in PICKLE_SUFFIXES for p in folder.iterdir()):
+    if pickle_only(folder):
+        if allow_pickle:
+            return None
         raise ModelReferenceError(
             f"MODEL_NAME {name!r}: {folder.name}/ holds only pickle weights (.bin/.ckpt), which "
             "expertune refuses to load because unpickling can run code; convert them to "
-            "safetensors (load and save_pretrained(..., safe_serialization=True))"
+            "safetensors (load and save_pretrained(..., safe_serialization=True)), or pass "
+            "--allow_pickle_weights if you trust the file"
         )
     raise ModelReferenceError(f"MODEL_NAME {name!r}: {folder.name}/ holds no weights; {FIX}")
+
+
+def pickle_only(folder: Path) -> bool:
+    """Whether `folder` holds pickle weights and no safetensors."""
+    files = list(folder.iterdir()) if folder.is_dir() else []
+    has_safetensors = any(p.suffix == ".safetensors" for p in files)
+    return not has_safetensors and any(p.suffix in PICKLE_SUFFIXES for p in files)
+
+
+@contextmanager
+def weights_only_loads():
+    """Every torch.load in the block reads tensors and plain containers only, never code.
+
+    torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD switch overrides what any caller (diffusers,
+    transformers) passes; the opposite switch is lifted for the block.
+    """
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {key: os.environ.pop(key, None) for key in names}
+    os.environ[names[0]] = "1"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
 
 
 def read_model_index(path: Path) -> dict:
@@ -219,10 +274,12 @@ def load_components(
     dtype: torch.dtype = torch.float32,
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
+    allow_pickle: bool = False,
 ) -> Components:
-    """Load the parts of `family` from `name` (see resolve_model_path), safetensors only."""
+    """Load the parts of `family` from `name` (see resolve_model_path), safetensors only
+    unless `allow_pickle` (then pickles are read with weights_only=True)."""
     fam = get_family(family)
-    path = resolve_model_path(name, offline=offline, cache_dir=cache_dir)
+    path = resolve_model_path(name, offline=offline, cache_dir=cache_dir, allow_pickle=allow_pickle)
     found = detect_family(read_model_index(path), where=f"MODEL_NAME {name!r} (model_index.json)")
     if found != family:
         raise ModelReferenceError(
@@ -230,12 +287,17 @@ def load_components(
             "expected here; point MODEL_NAME at a model of that family"
         )
     has = set(fam.components)
-    variants = {part: weights_variant(path / part, name) for part in fam.weight_folders}
+    variants = {
+        part: weights_variant(path / part, name, allow_pickle) for part in fam.weight_folders
+    }
     scheduler_config = read_scheduler_config(path, name)
 
     def weights(cls, part: str, **dtype_arg):
         if part not in has:
             return None
+        if pickle_only(path / part):
+            with weights_only_loads():
+                return _load_part(cls, path, part, name, use_safetensors=False, **dtype_arg)
         kwargs = {"use_safetensors": True, "variant": variants[part], **dtype_arg}
         return _load_part(cls, path, part, name, **kwargs)
 
@@ -259,10 +321,25 @@ def _load_part(cls, path: Path, part: str, name: str, **kwargs):
     try:
         with no_progress_bars():
             return cls.from_pretrained(path, subfolder=part, local_files_only=True, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:
+        if _refused_pickle(err):
+            raise ModelReferenceError(
+                f"MODEL_NAME {name!r}: {part}/ could not be loaded: its pickle holds more than "
+                "tensors, so torch.load(weights_only=True) refused it (it could run code); "
+                "use a safetensors copy from a source you trust"
+            ) from err
         raise ModelReferenceError(
             f"MODEL_NAME {name!r}: {part}/ could not be loaded ({_first_line(err)}); {FIX}"
         ) from err
+
+
+def _refused_pickle(err: BaseException | None) -> bool:
+    """Whether a weights_only unpickling refusal is behind `err` (libraries re-wrap it)."""
+    while err is not None:
+        if isinstance(err, pickle.UnpicklingError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 @contextmanager

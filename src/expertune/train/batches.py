@@ -1,17 +1,30 @@
-"""Micro-batches for one process, read from the shared cache in the resumable data order."""
+"""Micro-batches for one process, read from the shared cache in the resumable batch order."""
 
 from __future__ import annotations
 
 import torch
 
-from expertune.train.order import SampleOrder
+from expertune.errors import ConfigError
+from expertune.train.order import BatchPlan
+
+
+class _OneGroup:
+    """All of a dataset without groups (every sample one shape) as a single group."""
+
+    source, repeats, probability = "all", 0, 1.0
+
+    def __init__(self, n: int) -> None:
+        self.items = tuple(range(n))
+
+    def batches(self, global_batch: int) -> int:
+        return -(-len(self.items) // global_batch)
 
 
 class BatchSource:
     """Turns a stream position into this process's micro-batch on its device.
 
-    Every process walks the same global order; process k takes the k-th slice of each
-    global batch, so a checkpoint's single `position` resumes all of them exactly.
+    Every process walks the same global batches (one bucket each); process k takes the
+    k-th slice, so a checkpoint's single `position` resumes all of them exactly.
     """
 
     def __init__(self, dataset, seed: int, batch_size: int, accelerator) -> None:
@@ -19,15 +32,26 @@ class BatchSource:
         self.batch_size = batch_size
         self.rank = accelerator.process_index
         self.device = accelerator.device
-        self.order = SampleOrder(len(dataset), seed)
+        self.global_batch = batch_size * accelerator.num_processes
+        groups = getattr(dataset, "groups", None) or [_OneGroup(len(dataset))]
+        self.plan = BatchPlan(groups, seed, self.global_batch)
 
     def batch(self, position: int) -> dict[str, torch.Tensor]:
-        start = position + self.rank * self.batch_size
-        items = [self.dataset[i] for i in self.order.take(start, self.batch_size)]
+        index, offset = divmod(position, self.global_batch)
+        if offset:
+            raise ConfigError(
+                f"data position {position} is not a whole number of batches of "
+                f"{self.global_batch}; resume with the TRAIN_BATCH_SIZE and number of "
+                "processes that wrote the checkpoint"
+            )
+        mine = self.plan.batch(index)[
+            self.rank * self.batch_size : (self.rank + 1) * self.batch_size
+        ]
+        items = [self.dataset[i] for i in mine]
         return {
             key: torch.stack([item[key] for item in items]).to(self.device, non_blocking=True)
             for key in items[0]
         }
 
     def epoch_of(self, position: int) -> int:
-        return self.order.epoch_of(position)
+        return self.plan.epoch_of(position // self.global_batch)

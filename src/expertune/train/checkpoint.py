@@ -1,28 +1,58 @@
-"""Checkpoints that are complete or absent: written beside, marked, then renamed into place.
+"""Checkpoints that are complete or absent, and `latest` = the newest one that loads.
 
-A checkpoint folder `checkpoint-STEP/` holds the trainable weights (safetensors), the
-optimizer and lr-scheduler state (tensors and numbers only, read back with
-`weights_only=True`), every RNG state the loop uses (safetensors), and `state.json`
-(step, data position). The `COMPLETE` marker is written last; a folder without it, or
-whose files fail to load, is never resumed from.
+    checkpoint-STEP/
+      model.safetensors   the trainable weights
+      optimizer.pt        optimizer + lr-scheduler state (tensors and numbers; read back
+                          with torch.load(weights_only=True))
+      rng.safetensors     torch generator states, one set per process rank
+      rng.json            Python's and numpy's generator states, per rank
+      state.json          LoopState: step, data position, epoch, skipped steps, run id
+      COMPLETE            written last: every file's size and sha256
+
+Everything is written into `.checkpoint-STEP.tmp/`, fsynced, sealed with COMPLETE and
+renamed into place, so a crash leaves either the whole checkpoint or a hidden leftover
+that nothing reads. A checkpoint whose files do not match COMPLETE is never resumed
+from; `latest` skips it with a warning and takes the next older one.
+
+`run.json` names the run that OUTPUT_DIR belongs to. A fresh run over an old OUTPUT_DIR
+claims it when training starts, so `latest` (and rotation) never pick up a checkpoint
+that an earlier, different run left behind.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from expertune.errors import ConfigError
+from expertune.train import rng as rng_io
+from expertune.train.storage import (
+    fsync_dir,
+    fsync_tree,
+    remove_tree,
+    saving,
+    sha256_files,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
+RUN_FILE = "run.json"
+FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "rng.json", "state.json")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_LEFTOVER = re.compile(r"^\.checkpoint-\d+\.(tmp|old|deleting)$")
+
+
+class CorruptCheckpoint(Exception):
+    """A sealed checkpoint whose files are missing or differ from its COMPLETE manifest."""
 
 
 @dataclass
@@ -32,10 +62,19 @@ class LoopState:
     step: int = 0
     position: int = 0  # samples consumed from the data order, all processes together
     epoch: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped under --skip_nonfinite_steps
+    run_id: str = ""  # the run that wrote it ("" for checkpoints older than run ids)
+
+    @classmethod
+    def from_json(cls, text: str) -> LoopState:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# ------------------------------------------------------------------ finding
 def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """Complete checkpoints in `output_dir`, oldest first."""
+    """Sealed checkpoints (COMPLETE present) in `output_dir`, oldest first."""
     found = []
     if not output_dir.is_dir():
         return found
@@ -46,22 +85,86 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    dirs = checkpoint_dirs(output_dir)
-    return dirs[-1] if dirs else None
+def verify(path: Path) -> LoopState:
+    """The checkpoint's LoopState if every file matches its manifest; else CorruptCheckpoint."""
+    try:
+        files = json.loads((path / MARKER).read_text())["files"]
+        listed = set(files)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CorruptCheckpoint("its COMPLETE manifest is unreadable") from None
+    if missing := sorted(set(FILES) - listed):
+        raise CorruptCheckpoint(f"its manifest does not list {', '.join(missing)}")
+    for name in sorted(listed):
+        size = (path / name).stat().st_size if (path / name).is_file() else None
+        if size != files[name]["bytes"]:
+            what = "is missing" if size is None else f"has {size} bytes, not {files[name]['bytes']}"
+            raise CorruptCheckpoint(f"{name} {what}")
+    actual = sha256_files(path, sorted(listed))
+    for name in sorted(listed):
+        if actual[name]["sha256"] != files[name]["sha256"]:
+            raise CorruptCheckpoint(f"{name} does not match its checksum")
+    try:
+        return LoopState.from_json((path / "state.json").read_text())
+    except (ValueError, TypeError):
+        raise CorruptCheckpoint("state.json is unreadable") from None
+
+
+def current_run(output_dir: Path) -> str | None:
+    """The id of the run OUTPUT_DIR belongs to (run.json), or None before any run claimed it."""
+    try:
+        return str(json.loads((output_dir / RUN_FILE).read_text())["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def claim_run(output_dir: Path, run_id: str) -> None:
+    """Record that OUTPUT_DIR now belongs to `run_id` (a fresh run, or a resumed one)."""
+    if current_run(output_dir) != run_id:
+        write_json_atomic(output_dir / RUN_FILE, {"run_id": run_id})
+
+
+def run_checkpoints(output_dir: Path, run_id: str | None) -> list[Path]:
+    """Sealed checkpoints written by `run_id` (all of them when it is None), oldest first."""
+    return [p for p in checkpoint_dirs(output_dir) if _belongs(p, run_id)]
+
+
+def _belongs(path: Path, run_id: str | None) -> bool:
+    if run_id is None:
+        return True
+    try:
+        written_by = LoopState.from_json((path / "state.json").read_text()).run_id
+    except (OSError, ValueError, TypeError):
+        return True  # unreadable: let verify() report it as corrupt
+    return written_by in ("", run_id)
+
+
+def latest_loadable(output_dir: Path) -> Path:
+    """The newest checkpoint of OUTPUT_DIR's run whose files verify; corrupt ones are skipped."""
+    ours = run_checkpoints(output_dir, current_run(output_dir))
+    corrupt = []
+    for path in reversed(ours):
+        try:
+            verify(path)
+        except CorruptCheckpoint as why:
+            corrupt.append(f"{path.name} ({why})")
+            continue
+        if corrupt:
+            log.warning("resuming from %s; skipped corrupt %s", path.name, ", ".join(corrupt))
+        return path
+    notes = [f"corrupt: {', '.join(corrupt)}"] if corrupt else []
+    if ignored := len(checkpoint_dirs(output_dir)) - len(ours):
+        notes.append(f"{ignored} checkpoint(s) of an earlier run ignored, resume one by name")
+    detail = f" ({'; '.join(notes)})" if notes else ""
+    raise ConfigError(
+        f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}{detail}; "
+        "drop the flag to start fresh"
+    )
 
 
 def resolve_resume(output_dir: Path, resume_from: str) -> Path:
-    """Map `--resume_from_checkpoint` (latest, a name, or a path) to a complete checkpoint."""
+    """Map `--resume_from_checkpoint` (latest, a name, or a path) to a verified checkpoint."""
     if resume_from == "latest":
-        found = latest_checkpoint(output_dir)
-        if found is None:
-            raise ConfigError(
-                f"--resume_from_checkpoint latest: no complete checkpoint in {output_dir}; "
-                "drop the flag to start fresh"
-            )
-        return found
+        return latest_loadable(output_dir)
     path = Path(resume_from)
     if not path.is_absolute() and not path.exists():
         path = output_dir / resume_from
@@ -70,74 +173,127 @@ def resolve_resume(output_dir: Path, resume_from: str) -> Path:
             f"--resume_from_checkpoint {resume_from}: {path} is not a complete checkpoint "
             "(missing or interrupted while saving); use 'latest' or another checkpoint"
         )
+    try:
+        verify(path)
+    except CorruptCheckpoint as why:
+        raise ConfigError(
+            f"--resume_from_checkpoint {resume_from}: checkpoint {path} is corrupt ({why}); "
+            "use 'latest' (it skips corrupt checkpoints) or name an earlier one"
+        ) from None
     return path
 
 
+# ------------------------------------------------------------------ saving
 def save_checkpoint(
     output_dir: Path,
     state: LoopState,
     weights: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     lr_scheduler,
-    rng: dict[str, torch.Tensor],
+    rng_states: list[rng_io.RngState],
     total_limit: int | None = None,
 ) -> Path:
-    """Write `checkpoint-STEP` atomically; then drop the oldest beyond `total_limit`."""
+    """Write `checkpoint-STEP` atomically; only then drop this run's oldest beyond `total_limit`.
+
+    A disk or permission error becomes one SaveError line; the earlier checkpoints are
+    untouched and the partial folder is removed.
+    """
     final = output_dir / f"checkpoint-{state.step}"
     tmp = output_dir / f".checkpoint-{state.step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / "model.safetensors"
-    )
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()},
-        tmp / "optimizer.pt",
-    )
-    save_file({k: v.cpu() for k, v in rng.items()}, tmp / "rng.safetensors")
-    (tmp / "state.json").write_text(json.dumps(asdict(state)))
-    _fsync_tree(tmp)
-    (tmp / MARKER).write_text("ok\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(output_dir)
+    earlier = run_checkpoints(output_dir, state.run_id or None)
+    intact = f"{earlier[-1].name} is intact" if earlier else "no earlier checkpoint exists"
+    with saving(final.name, output_dir, intact):
+        _clear_leftovers(output_dir)
+        try:
+            tmp.mkdir()
+            _write_files(tmp, state, weights, optimizer, lr_scheduler, rng_states)
+            _seal(tmp)
+            _publish(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
     if total_limit:
-        for old in checkpoint_dirs(output_dir)[:-total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+        rotate(output_dir, total_limit, state.run_id or None)
     return final
 
 
-def load_checkpoint(path: Path, optimizer, lr_scheduler) -> tuple[LoopState, dict, dict]:
-    """Read a complete checkpoint: (loop state, trainable weights, rng states).
+def _write_files(tmp, state, weights, optimizer, lr_scheduler, rng_states) -> None:
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / "model.safetensors"
+    )
+    with open(tmp / "optimizer.pt", "wb") as fh:  # a Python file: write errors are OSErrors
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, fh
+        )
+    tensors, plain = rng_io.pack(rng_states)
+    save_file(tensors, tmp / "rng.safetensors")
+    (tmp / "rng.json").write_text(json.dumps(plain))
+    (tmp / "state.json").write_text(json.dumps(asdict(state)))
+    fsync_tree(tmp)
 
-    The optimizer and lr scheduler are restored in place. Corrupt files raise ConfigError.
+
+def _seal(tmp: Path) -> None:
+    """Write the manifest (every file's size and sha256): the checkpoint is now complete."""
+    with open(tmp / MARKER, "w") as fh:
+        fh.write(json.dumps({"format": 1, "files": sha256_files(tmp, list(FILES))}, indent=1))
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(tmp)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the sealed folder into place (an existing same-step checkpoint is replaced)."""
+    old = final.with_name(f".{final.name}.old")
+    if final.exists():
+        remove_tree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    remove_tree(old)
+
+
+def rotate(output_dir: Path, keep: int, run_id: str | None) -> None:
+    """Delete this run's oldest checkpoints beyond `keep` (renamed away first, then removed)."""
+    for old in run_checkpoints(output_dir, run_id)[:-keep]:
+        doomed = old.with_name(f".{old.name}.deleting")
+        os.replace(old, doomed)
+        remove_tree(doomed)
+
+
+def _clear_leftovers(output_dir: Path) -> None:
+    """Remove hidden leftovers of interrupted saves (`.checkpoint-N.tmp`, ...)."""
+    for child in output_dir.iterdir():
+        if _LEFTOVER.match(child.name):
+            remove_tree(child)
+
+
+# ------------------------------------------------------------------ loading
+def load_checkpoint(
+    path: Path, optimizer, lr_scheduler, rank: int = 0
+) -> tuple[LoopState, dict[str, torch.Tensor], rng_io.RngState | None]:
+    """Read a checkpoint: (loop state, trainable weights, this rank's rng states or None).
+
+    The optimizer and lr scheduler are restored in place. Unreadable files, or states that
+    do not fit this run's optimizer, raise a one-line ConfigError.
     """
     try:
         weights = load_file(path / "model.safetensors")
-        rng = load_file(path / "rng.safetensors")
+        tensors = load_file(path / "rng.safetensors")
+        plain = json.loads((path / "rng.json").read_text())
         opt = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
-        state = LoopState(**json.loads((path / "state.json").read_text()))
+        state = LoopState.from_json((path / "state.json").read_text())
     except Exception as exc:  # any unreadable part means the checkpoint cannot be trusted
         raise ConfigError(
             f"checkpoint {path} is corrupt ({type(exc).__name__}); delete it or resume "
             "from an earlier checkpoint with --resume_from_checkpoint"
         ) from exc
-    optimizer.load_state_dict(opt["optimizer"])
-    lr_scheduler.load_state_dict(opt["lr_scheduler"])
-    return state, weights, rng
-
-
-def _fsync_tree(folder: Path) -> None:
-    for f in folder.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        optimizer.load_state_dict(opt["optimizer"])
+        lr_scheduler.load_state_dict(opt["lr_scheduler"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise ConfigError(
+            f"checkpoint {path} does not fit this run's optimizer ({type(exc).__name__}: the "
+            "model type, LoRA rank or trainable weights changed); resume with the config "
+            "that wrote it"
+        ) from exc
+    return state, weights, rng_io.unpack(tensors, plain, rank)

@@ -1,20 +1,24 @@
 """One expert's training run: batch -> timesteps in the band -> noise -> target -> loss -> step.
 
-The recipe is a class whose setup is split by stage (`_setup_model`, `_setup_data`, ...),
-then `train`, then `finish`, so any stage of a run is found by its name.
+The recipe is a class whose setup is split by stage (setup.py: model, data, optimizer),
+then `train`; run.py checkpoints the end state and publishes the pipeline. Reliability
+lives beside it: preflight.py (user errors before any work), guards.py (non-finite
+steps), interrupt.py (Ctrl-C at a step boundary), checkpoint.py (atomic, verified).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from expertune.config.schema import TrainConfig
-from expertune.errors import ConfigError, TrainingStopped
+from expertune.errors import ConfigError, Interrupted, TrainingStopped
 from expertune.evaluate.hooks import training_callbacks
 from expertune.schedule.bands import Band
 from expertune.schedule.noise import Parameterisation, training_scheduler
@@ -26,8 +30,14 @@ from expertune.schedule.targets import (
     weighted_mse,
 )
 from expertune.train import checkpoint as ckpt
+from expertune.train import rng as rng_io
 from expertune.train.batches import BatchSource
+from expertune.train.guards import FiniteGuard, first_bad, stop_message
+from expertune.train.interrupt import StopSignals
 from expertune.train.outputs import MetricsLog
+from expertune.train.storage import saving
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,9 +58,11 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.output_dir = Path(cfg.output_dir)
+        self.saved_step: int | None = None  # the step of the newest complete checkpoint
 
     # ----------------------------------------------------------------- setup
     def setup(self) -> Trainer:
+        from expertune.train.preflight import preflight
         from expertune.train.setup import (
             setup_accelerator,
             setup_data,
@@ -59,6 +71,7 @@ class Trainer:
             setup_output_dir,
         )
 
+        self.checked = preflight(self.cfg)  # user errors surface here, before any work
         setup_output_dir(self.output_dir)
         self.accelerator = setup_accelerator(self.cfg, self.output_dir)
         self.components, self.unet, self.trainable = setup_model(self.cfg)
@@ -70,9 +83,12 @@ class Trainer:
         self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             self.unet, self.optimizer, self.lr_scheduler
         )
-        self.state = ckpt.LoopState()
+        self.state = ckpt.LoopState(run_id=uuid.uuid4().hex[:12])
         self._setup_rng()
-        self.resumed_from = self._maybe_resume()
+        self.resumed_from = self._maybe_resume(self.checked.resume)
+        self.guard = FiniteGuard(
+            self.cfg.skip_nonfinite_steps, check_grads=self.cfg.mixed_precision != "fp16"
+        )
         self.callbacks = training_callbacks(self.cfg)
         return self
 
@@ -94,25 +110,21 @@ class Trainer:
         per_step = self.global_batch * self.cfg.gradient_accumulation_steps
         return self.cfg.num_train_epochs * math.ceil(len(self.data.dataset) / per_step)
 
-    def _setup_rng(self) -> None:
+    def _setup_rng(self, offset: int = 0) -> None:
         """Generators for timesteps (host) and noise (device); seeded per process."""
-        seed = self.cfg.seed + self.accelerator.process_index
+        seed = self.cfg.seed + self.accelerator.process_index + offset
         self.t_gen = torch.Generator().manual_seed(seed)
         self.noise_gen = torch.Generator(device=self.accelerator.device).manual_seed(seed + 1)
 
-    def _rng_state(self) -> dict[str, torch.Tensor]:
-        return {
-            "timesteps": self.t_gen.get_state(),
-            "noise": self.noise_gen.get_state(),
-            "torch": torch.get_rng_state(),
-        }
+    def _generators(self) -> dict[str, torch.Generator]:
+        return {"timesteps": self.t_gen, "noise": self.noise_gen}
 
-    def _maybe_resume(self) -> str | None:
-        if not self.cfg.resume_from_checkpoint:
+    def _maybe_resume(self, path: Path | None) -> str | None:
+        """Restore model, optimizer, lr schedule, every RNG and the counters from `path`."""
+        if path is None:
             return None
-        path = ckpt.resolve_resume(self.output_dir, self.cfg.resume_from_checkpoint)
-        state, weights, rng = ckpt.load_checkpoint(path, self.optimizer, self.lr_scheduler)
-        model = self.accelerator.unwrap_model(self.unet)
+        rank = self.accelerator.process_index
+        state, weights, rng = ckpt.load_checkpoint(path, self.optimizer, self.lr_scheduler, rank)
         missing = set(self.trainable) - set(weights)
         if missing:
             raise ConfigError(
@@ -120,14 +132,18 @@ class Trainer:
                 "tensors missing, e.g. model type or LoRA rank changed); resume with the "
                 "config that wrote it"
             )
-        params = dict(model.named_parameters())
+        params = dict(self.accelerator.unwrap_model(self.unet).named_parameters())
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
-        self.t_gen.set_state(rng["timesteps"])
-        self.noise_gen.set_state(rng["noise"])
-        torch.set_rng_state(rng["torch"])
+        if rng is None:  # written by fewer processes than this run has: not exact any more
+            log.warning("%s has no RNG state for process %d; reseeding it", path.name, rank)
+            self._setup_rng(offset=1_000_003 * state.step)
+        else:
+            rng_io.restore(rng, self._generators())
+        state.run_id = state.run_id or self.state.run_id
         self.state = state
+        self.saved_step = state.step
         return str(path)
 
     # ----------------------------------------------------------------- train
@@ -135,49 +151,31 @@ class Trainer:
         from tqdm.auto import tqdm
 
         cfg, acc = self.cfg, self.accelerator
-        metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
-        metrics.truncate_after(self.state.step)
-        self.metrics = metrics
+        if acc.is_main_process:
+            ckpt.claim_run(self.output_dir, self.state.run_id)
+        self.metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
+        self.metrics.truncate_after(self.state.step)
         source = BatchSource(self.data.dataset, cfg.seed, cfg.train_batch_size, acc)
-        bar = tqdm(
+        self.bar = tqdm(
             total=self.max_steps,
             initial=self.state.step,
             desc=f"train {self.band.lo}..{self.band.hi}",
             disable=not acc.is_local_main_process,
             dynamic_ncols=True,
         )
-        start = time.perf_counter()
-        start_step, samples = self.state.step, 0
-        last_t = time.perf_counter()
+        start, start_step, samples = time.perf_counter(), self.state.step, 0
         self.unet.train()
-        while self.state.step < self.max_steps:
-            t_min, t_max, loss = self.band.hi, self.band.lo, None
-            for _ in range(cfg.gradient_accumulation_steps):
-                batch = source.batch(self.state.position)
-                self.state.position += self.global_batch
-                with acc.accumulate(self.unet):
-                    loss, timesteps = self._micro_step(batch)
-                t_min = min(t_min, int(timesteps.min()))
-                t_max = max(t_max, int(timesteps.max()))
-                samples += self.global_batch
-            self.state.step += 1
-            self.state.epoch = source.epoch_of(self.state.position)
-            now = time.perf_counter()
-            metrics.add(self._record(loss, t_min, t_max, now - last_t))
-            last_t = now
-            bar.update(1)
-            if self.state.step % cfg.logging_steps == 0 or self.state.step == self.max_steps:
-                self._flush(metrics, bar)
-            if cfg.checkpointing_steps and self.state.step % cfg.checkpointing_steps == 0:
-                self._flush(metrics, bar)
-                self.save_checkpoint()
+        try:
+            with StopSignals() as stop:
+                while self.state.step < self.max_steps:
+                    samples += self._step(source)
+                    self._after_step(stop)
+                self._flush()
             for callback in self.callbacks:
-                callback.on_step_end(self)
-        self._flush(metrics, bar)
-        for callback in self.callbacks:
-            callback.on_train_end(self)
-        metrics.close()
-        bar.close()
+                callback.on_train_end(self)
+        finally:
+            self.metrics.close()
+            self.bar.close()
         wall = time.perf_counter() - start
         return RunResult(
             steps=self.state.step,
@@ -187,7 +185,41 @@ class Trainer:
             resumed_from=self.resumed_from,
         )
 
-    def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, source: BatchSource) -> int:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches; samples seen."""
+        cfg, acc = self.cfg, self.accelerator
+        began = time.perf_counter()
+        t_min, t_max, samples = self.band.hi, self.band.lo, 0
+        for _ in range(cfg.gradient_accumulation_steps):
+            batch = source.batch(self.state.position)
+            self.state.position += self.global_batch
+            with acc.accumulate(self.unet):
+                loss, timesteps, update = self._micro_step(batch)
+            t_min = min(t_min, int(timesteps.min()))
+            t_max = max(t_max, int(timesteps.max()))
+            samples += self.global_batch
+        self.state.step += 1
+        self.state.epoch = source.epoch_of(self.state.position)
+        record = self._record(loss, t_min, t_max, time.perf_counter() - began)
+        self.metrics.add({**record, **update, "finite": self.guard.end_step()})
+        self.bar.update(1)
+        return samples
+
+    def _after_step(self, stop: StopSignals) -> None:
+        """Flush, checkpoint, callbacks and a requested stop, each when due."""
+        cfg, step = self.cfg, self.state.step
+        if step % cfg.logging_steps == 0 or step == self.max_steps:
+            self._flush()
+        if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
+            self._flush()  # verifies every step up to this one is finite
+            self.save_checkpoint()
+        for callback in self.callbacks:
+            callback.on_step_end(self)
+        signum = self._stop_requested(stop)
+        if signum is not None:
+            self._stop(signum)
+
+    def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Forward, loss and backward for one micro-batch; optimizer step when accumulation ends."""
         cfg = self.cfg
         latents = batch["latents"]
@@ -211,14 +243,31 @@ class Trainer:
                 self.noise_scheduler, t_dev, cfg.snr_gamma, cfg.prediction_type
             )
         loss = weighted_mse(pred, target, weights)
+        self.guard.see_loss(loss)
         self.accelerator.backward(loss)
+        update: dict = {}
         if self.accelerator.sync_gradients:
-            if cfg.max_grad_norm > 0:
-                self.accelerator.clip_grad_norm_(self.trainable.values(), cfg.max_grad_norm)
-            self.optimizer.step()
+            norm = self._grad_norm()
+            self.guard.see_grad_norm(norm)
+            skipped = not self.guard.apply_step(self.state.step + 1, self.state.skipped_steps)
+            if skipped:
+                self.state.skipped_steps += 1
+            else:
+                self.optimizer.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach(), timesteps
+            update = {"skipped": skipped}
+            if norm is not None:
+                update["grad_norm"] = norm.detach()
+        return loss.detach(), timesteps, update
+
+    def _grad_norm(self) -> torch.Tensor | None:
+        """The total gradient norm on the device (clipping first when --max_grad_norm > 0)."""
+        params = list(self.trainable.values())
+        if self.cfg.max_grad_norm > 0:
+            return self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else None
 
     def _record(self, loss: torch.Tensor, t_min: int, t_max: int, dt: float) -> dict:
         per_step = self.global_batch * self.cfg.gradient_accumulation_steps
@@ -232,35 +281,72 @@ class Trainer:
             "epoch": self.state.epoch,
         }
 
-    def _flush(self, metrics: MetricsLog, bar) -> None:
-        flushed = metrics.flush()
-        for record in flushed:
-            if not math.isfinite(record["loss"]):
-                raise TrainingStopped(
-                    f"loss is {record['loss']} at step {record['step']}; the last good "
-                    f"checkpoint in {self.output_dir} is kept. Lower LEARNING_RATE or check "
-                    "the data, then resume with --resume_from_checkpoint latest"
-                )
-        if not flushed:
-            return
-        last = flushed[-1]
-        bar.set_postfix(
-            loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}", sps=f"{last['samples_per_s']:.1f}"
+    def _flush(self) -> None:
+        """Write pending metrics (one host sync); stop at the first non-finite step."""
+        last = f"checkpoint-{self.saved_step}" if self.saved_step is not None else None
+        intact = f"{last} is intact" if last else "no checkpoint was written yet"
+        with saving("metrics.jsonl", self.output_dir, intact):
+            flushed = self.metrics.flush()
+        bad = first_bad(flushed)
+        if bad is not None:
+            raise TrainingStopped(stop_message(bad, self.output_dir, last))
+        if flushed:
+            last = flushed[-1]
+            self.bar.set_postfix(
+                loss=f"{last['loss']:.4f}",
+                lr=f"{last['lr']:.2e}",
+                sps=f"{last['samples_per_s']:.1f}",
+            )
+
+    # ----------------------------------------------------------------- stop
+    def _stop_requested(self, stop: StopSignals) -> int | None:
+        """The signal to stop on; several processes agree on it at flush steps only."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return stop.signum
+        if self.state.step % self.cfg.logging_steps:
+            return None
+        flag = torch.tensor([stop.signum or 0], device=acc.device)
+        return int(acc.reduce(flag, reduction="max").item()) or None
+
+    def _stop(self, signum: int) -> None:
+        """Save a checkpoint if any step ran since the last one, then raise Interrupted."""
+        self._flush()  # a pending non-finite step stops the run without saving instead
+        step = self.state.step
+        if self.saved_step != step:
+            self.save_checkpoint()
+            what = f"wrote checkpoint-{step}"
+        else:
+            what = f"checkpoint-{step} was already saved"
+        raise Interrupted(
+            signum,
+            f"interrupted at step {step} of {self.max_steps}; {what} in {self.output_dir}. "
+            "Run the same command with --resume_from_checkpoint latest to continue",
         )
 
     # ----------------------------------------------------------------- save
     def save_checkpoint(self) -> Path | None:
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
-            return None
-        model = self.accelerator.unwrap_model(self.unet)
-        weights = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        return ckpt.save_checkpoint(
-            self.output_dir,
-            self.state,
-            weights,
-            self.optimizer,
-            self.lr_scheduler,
-            self._rng_state(),
-            self.cfg.checkpoints_total_limit,
-        )
+        """Write checkpoint-STEP (main process) with every process's RNG states."""
+        acc = self.accelerator
+        states = [rng_io.capture(self._generators())]
+        if acc.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            states = gather_object(states)
+        acc.wait_for_everyone()
+        path = None
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.unet)
+            weights = {n: p for n, p in model.named_parameters() if p.requires_grad}
+            path = ckpt.save_checkpoint(
+                self.output_dir,
+                self.state,
+                weights,
+                self.optimizer,
+                self.lr_scheduler,
+                states,
+                self.cfg.checkpoints_total_limit,
+            )
+        acc.wait_for_everyone()
+        self.saved_step = self.state.step
+        return path

@@ -1,38 +1,76 @@
-"""A resumable data order: one seeded permutation per epoch, read as a flat stream.
+"""A resumable batch order over aspect buckets and datasets: batch b is a pure function of b.
 
-The position in the stream (samples consumed) is one integer, so a checkpoint records
-it exactly and a resumed run sees the same samples in the same order.
+An epoch is built from the training set's groups (one bucket of one dataset each):
+1. each group's samples, `repeats + 1` times over, are shuffled and cut into global
+   batches; the last batch is filled by wrapping around the shuffled list, so every
+   batch is full and holds one bucket only, and no image is dropped;
+2. each dataset's batches are shuffled together (buckets interleave);
+3. datasets are interleaved by `probability`: the next batch comes from a dataset with a
+   chance proportional to its probability among those with batches left (SimpleTuner's
+   rule: repeats decide how much of a dataset an epoch holds, probability the mix).
+Everything is drawn from `random.Random(f"{seed}:{epoch}")`, so the stream is the same
+for a seed, and the checkpoint's one integer `position` (samples consumed) resumes it.
 """
 
 from __future__ import annotations
 
-import torch
+import random
+from collections.abc import Sequence
+from typing import Protocol
 
 
-class SampleOrder:
-    """Indices of a dataset of `n` items, epoch after epoch, each epoch a fresh permutation."""
+class GroupLike(Protocol):
+    """What the order needs of a group (data.training_set.Group)."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        if n <= 0:
-            raise ValueError("an empty dataset has no order")
-        self.n = n
+    source: str
+    items: tuple[int, ...]
+    repeats: int
+    probability: float
+
+    def batches(self, global_batch: int) -> int: ...
+
+
+class BatchPlan:
+    """Global batches of item indices, epoch after epoch (see the module docstring)."""
+
+    def __init__(self, groups: Sequence[GroupLike], seed: int, global_batch: int) -> None:
+        if not groups or global_batch < 1:
+            raise ValueError("a batch order needs at least one group and a batch size >= 1")
+        self.groups = list(groups)
         self.seed = seed
-        self._epoch = -1
-        self._perm: list[int] = []
+        self.global_batch = global_batch
+        self.batches_per_epoch = sum(g.batches(global_batch) for g in self.groups)
+        self._epoch, self._batches = -1, []
 
-    def _permutation(self, epoch: int) -> list[int]:
+    def batch(self, index: int) -> list[int]:
+        """The item indices of global batch `index` of the stream (from 0)."""
+        epoch, offset = divmod(index, self.batches_per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._perm = torch.randperm(self.n, generator=g).tolist()
-            self._epoch = epoch
-        return self._perm
+            self._batches, self._epoch = self._build(epoch), epoch
+        return self._batches[offset]
 
-    def take(self, position: int, count: int) -> list[int]:
-        """The `count` indices starting at stream `position` (may cross an epoch)."""
-        out = []
-        for p in range(position, position + count):
-            out.append(self._permutation(p // self.n)[p % self.n])
-        return out
+    def epoch_of(self, index: int) -> int:
+        return index // self.batches_per_epoch
 
-    def epoch_of(self, position: int) -> int:
-        return position // self.n
+    def _build(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}:{epoch}")
+        queues: dict[str, list[list[int]]] = {}
+        weights: dict[str, float] = {}
+        for group in self.groups:
+            pool = list(group.items) * (group.repeats + 1)
+            rng.shuffle(pool)
+            size = group.batches(self.global_batch) * self.global_batch
+            filled = [pool[i % len(pool)] for i in range(size)]
+            cut = [filled[i : i + self.global_batch] for i in range(0, size, self.global_batch)]
+            queues.setdefault(group.source, []).extend(cut)
+            weights[group.source] = group.probability
+        for queue in queues.values():
+            rng.shuffle(queue)
+        order = []
+        while queues:
+            names = sorted(queues)
+            name = rng.choices(names, weights=[weights[n] for n in names])[0]
+            order.append(queues[name].pop())
+            if not queues[name]:
+                del queues[name]
+        return order

@@ -1,7 +1,7 @@
 """What a finished run leaves in OUTPUT_DIR besides checkpoints.
 
 - a complete diffusers SDXL pipeline (model_index.json + component folders), whose
-  scheduler config carries the trained parameterisation;
+  scheduler config carries the trained parameterisation, published atomically (publish.py);
 - `expertune.json`: the expert's role, band, strength and parameterisation;
 - `metrics.jsonl`: one JSON object per optimizer step;
 - `run_summary.json`: totals of the run.
@@ -11,45 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
-from typing import Any
+
+from expertune.train.storage import write_json_atomic
+
+__all__ = [
+    "EXPERT_FILE",
+    "METRICS_FILE",
+    "SUMMARY_FILE",
+    "MetricsLog",
+    "read_expert_file",
+    "write_json_atomic",
+]
 
 EXPERT_FILE = "expertune.json"
 SUMMARY_FILE = "run_summary.json"
 METRICS_FILE = "metrics.jsonl"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON beside `path`, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def save_pipeline(output_dir: Path, pipeline) -> None:
-    """Save a diffusers pipeline into `output_dir` next to checkpoints and logs.
-
-    Each component folder is written under a temporary name and renamed into place;
-    `model_index.json` goes last, so a reader never sees an index naming a folder that
-    is not complete.
-    """
-    staging = output_dir / ".pipeline.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    pipeline.save_pretrained(staging, safe_serialization=True)
-    index = staging / "model_index.json"
-    for child in staging.iterdir():
-        if child == index:
-            continue
-        target = output_dir / child.name
-        old = output_dir / f".{child.name}.old"
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(child, target)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(index, output_dir / "model_index.json")
-    shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_expert_file(model_dir: Path) -> dict | None:
@@ -94,13 +71,20 @@ class MetricsLog:
         self._pending.append(record)
 
     def flush(self) -> list[dict]:
-        """Write pending records; return them with the loss as a float."""
+        """Write pending records; return them with every tensor value as a Python number.
+
+        One host sync per flush: each tensor-valued key (loss, grad norm, the finite flag)
+        is stacked and converted together.
+        """
         if not self._pending:
             return []
         import torch
 
-        losses = torch.stack([r["loss"].detach().float() for r in self._pending]).tolist()
-        flushed = [{**r, "loss": loss} for r, loss in zip(self._pending, losses, strict=True)]
+        flushed = [dict(r) for r in self._pending]
+        for key in [k for k, v in flushed[0].items() if isinstance(v, torch.Tensor)]:
+            values = torch.stack([r[key].detach().float() for r in flushed]).tolist()
+            for record, value in zip(flushed, values, strict=True):
+                record[key] = bool(value) if record[key].dtype == torch.bool else value
         with self.path.open("a") as fh:
             for record in flushed:
                 fh.write(json.dumps(record) + "\n")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from expertune import __version__
 from expertune.config.schema import TrainConfig
-from expertune.train import checkpoint as ckpt
+from expertune.evaluate.hooks import write_run_report
 from expertune.train.loop import RunResult, Trainer
-from expertune.train.outputs import EXPERT_FILE, SUMMARY_FILE, save_pipeline, write_json_atomic
+from expertune.train.outputs import EXPERT_FILE, SUMMARY_FILE, write_json_atomic
+from expertune.train.publish import publish
+from expertune.train.storage import saving
 
 log = logging.getLogger(__name__)
 
@@ -21,34 +24,48 @@ def expert_role(cfg: TrainConfig) -> str:
 
 
 def run_training(cfg: TrainConfig) -> RunResult:
-    """Train one expert as `cfg` says and leave a loadable pipeline in OUTPUT_DIR."""
+    """Train one expert as `cfg` says and leave a loadable pipeline in OUTPUT_DIR.
+
+    The last state is checkpointed before the pipeline is published, so a crash while
+    publishing loses nothing: resuming from `latest` runs no step and publishes again.
+    """
     trainer = Trainer(cfg).setup()
     result = trainer.train()
-    out = trainer.output_dir
+    if trainer.saved_step != trainer.state.step:
+        trainer.save_checkpoint()  # every process takes part (RNG states are gathered)
     acc = trainer.accelerator
-    if acc.is_main_process and ckpt.latest_checkpoint(out) != out / f"checkpoint-{result.steps}":
-        trainer.save_checkpoint()
     acc.wait_for_everyone()
     if acc.is_main_process:
         _save_final(trainer, result)
-        log.info("saved expert to %s", out)
+        log.info("saved expert to %s", trainer.output_dir)
+        write_run_report(trainer)
     acc.end_training()
     return result
 
 
 def _save_final(trainer: Trainer, result: RunResult) -> None:
+    """Publish the pipeline with expertune.json (and the LoRA file) as one version."""
     cfg, out = trainer.cfg, trainer.output_dir
     unet = trainer.accelerator.unwrap_model(trainer.unet)
-    if cfg.model_type == "lora":
-        from expertune.models.lora import merge_lora, save_lora
 
-        save_lora(unet, out)
-        unet = merge_lora(unet)
+    def write(folder: Path) -> None:
+        nonlocal unet
+        if cfg.model_type == "lora":
+            from expertune.models.lora import merge_lora, save_lora
+
+            save_lora(unet, folder)
+            unet = merge_lora(unet)
+        _pipeline(trainer, unet).save_pretrained(folder, safe_serialization=True)
+        write_json_atomic(folder / EXPERT_FILE, expert_record(trainer, result))
+
     from expertune.models.load import no_progress_bars
 
-    with no_progress_bars():
-        save_pipeline(out, _pipeline(trainer, unet))
-    write_json_atomic(out / EXPERT_FILE, expert_record(trainer, result))
+    intact = (
+        f"the previous pipeline there is intact and checkpoint-{trainer.state.step} holds "
+        "the trained weights"
+    )
+    with no_progress_bars(), saving("the final pipeline", out, intact):
+        publish(out, write)
     stats = trainer.data.stats
     write_json_atomic(
         out / SUMMARY_FILE,
@@ -57,6 +74,7 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
             "wall_s": round(result.wall_s, 3),
             "samples_per_s": round(result.samples_per_s, 3),
             "samples": result.samples,
+            "skipped_nonfinite_steps": trainer.state.skipped_steps,
             "cache_hits": stats.hits,
             "cache_misses": stats.misses,
             "encoder_forward_passes": stats.encoder_forward_passes,

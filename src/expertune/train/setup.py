@@ -6,7 +6,7 @@ Each returns plain objects; the Trainer in loop.py wires them together.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,7 +43,11 @@ def setup_model(cfg: TrainConfig):
     """Load the family's parts; return (components, unet, trainable params by name)."""
     from expertune.models.load import load_components
 
-    components = load_components(cfg.pretrained_model_name_or_path, family=cfg.model_family)
+    components = load_components(
+        cfg.pretrained_model_name_or_path,
+        family=cfg.model_family,
+        allow_pickle=cfg.allow_pickle_weights,
+    )
     unet = components.unet
     for module in (components.vae, components.text_encoder, components.text_encoder_2):
         if module is not None:
@@ -63,65 +67,69 @@ def setup_model(cfg: TrainConfig):
 
 @dataclass
 class TrainData:
-    """The cached training set and what building it cost."""
+    """The cached training set, what building it cost and what it left out.
+
+    `dataset` is a data.training_set.TrainingSet (samples grouped by dataset and bucket;
+    `dataset.items[i]` describes sample i). `eval_dataset` holds the `dataset_type: "eval"`
+    samples (or the `--eval_split` hold-out), never trained on; `validation_dataset` the
+    training samples of datasets without `disable_validation`. `skipped` lists (file,
+    reason) for everything left out; `caption_fallbacks` the images captioned by their
+    file name because their .txt was missing.
+    """
 
     dataset: torch.utils.data.Dataset
     stats: object  # data.encode.EncodeStats
     skipped: list
     fingerprints: dict  # {"vae": ..., "text": ...}: which encoders made the cache entries
+    eval_dataset: object = None  # data.encode.CachedDataset or None
+    validation_dataset: object = None  # data.encode.CachedDataset
+    caption_fallbacks: list = field(default_factory=list)
 
 
 def dataset_folder(cfg: TrainConfig) -> Path:
-    """The image folder: INSTANCE_DIR, or the first local image dataset of DATALOADER_CONFIG."""
-    if cfg.instance_data_dir:
-        return Path(cfg.instance_data_dir)
-    if cfg.data_backend_config:
-        from expertune.data.backend_config import first_image_folder
+    """The first training folder, after checking the dataloader config and that every
+    enabled dataset's folder exists (data.training_set.check_datasets; for preflight)."""
+    from expertune.data.planning import check_datasets
 
-        return first_image_folder(Path(cfg.data_backend_config))
-    raise ConfigError(
-        "no training data: set INSTANCE_DIR (a folder of images with .txt captions) "
-        "or DATALOADER_CONFIG (a dataloader JSON)"
-    )
+    return Path(check_datasets(cfg).training[0].instance_data_dir)
 
 
 def setup_data(cfg: TrainConfig, components, accelerator) -> TrainData:
-    """Scan the dataset and fill the shared cache (no-op for entries already cached)."""
-    from expertune.data.cache import Cache
-    from expertune.data.encode import CachedDataset, build_cache, text_encoders_fingerprint
-    from expertune.data.local_folder import scan_folder
-    from expertune.models.load import fingerprint
+    """Scan the datasets and fill the shared caches (no-op for entries already cached).
 
-    scan = scan_folder(dataset_folder(cfg), cfg.resolution)
-    cache = Cache(Path(cfg.cache_dir))
-    c = components
-    fingerprints = {
-        "vae": fingerprint(c.vae),
-        "text": text_encoders_fingerprint(
-            fingerprint(c.text_encoder) if c.text_encoder is not None else None,
-            fingerprint(c.text_encoder_2),
-            c.tokenizer,
-            c.tokenizer_2,
-        ),
-    }
+    The main process builds first, so the others find every entry cached.
+    """
+    from expertune.data.training_set import prepare_data
+
+    hold_out = None
+    if getattr(cfg, "eval_split", 0):
+        from expertune.evaluate.eval_set import split_items
+
+        def hold_out(items):
+            return split_items(items, cfg.eval_split)[1]
+
     with accelerator.main_process_first():
-        encoded = build_cache(
-            scan.samples,
-            vae=components.vae,
-            text_encoder=components.text_encoder,
-            text_encoder_2=components.text_encoder_2,
-            tokenizer=components.tokenizer,
-            tokenizer_2=components.tokenizer_2,
-            cache=cache,
-            resolution=cfg.resolution,
-            vae_fingerprint=fingerprints["vae"],
-            text_fingerprint=fingerprints["text"],
+        data = prepare_data(
+            cfg,
+            components,
+            global_batch=cfg.train_batch_size * accelerator.num_processes,
             progress=accelerator.is_local_main_process,
+            hold_out=hold_out,
         )
-    if scan.skipped:
-        shown = ", ".join(f"{p} ({why})" for p, why in scan.skipped[:3])
-        log.warning("skipped %d unusable files: %s", len(scan.skipped), shown)
-    return TrainData(CachedDataset(encoded, cache), encoded.stats, scan.skipped, fingerprints)
+    if accelerator.is_main_process:
+        log.info("data: %s", data.training.describe())
+        summary = data.report.summary()
+        if summary:
+            log.warning("%s", summary)
+    return TrainData(
+        dataset=data.training,
+        stats=data.stats,
+        skipped=data.report.skipped,
+        fingerprints=data.fingerprints,
+        eval_dataset=data.eval_dataset,
+        validation_dataset=data.validation_dataset,
+        caption_fallbacks=data.report.caption_fallbacks,
+    )
 
 
 def setup_optimizer(cfg: TrainConfig, trainable: dict, max_steps: int):

@@ -1,0 +1,74 @@
+"""Stable eval loss: per-timestep values that are real, reproducible and RNG-independent."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from expertune.evaluate.eval_loss import EVAL_SEED, eval_loss, eval_timesteps
+from expertune.schedule.bands import Band, expert_band
+from expertune.schedule.targets import prediction_target, weighted_mse
+
+
+@pytest.mark.parametrize("band", [Band(0, 349), Band(350, 999), Band(0, 999), Band(5, 7)])
+def test_eval_timesteps_are_evenly_spaced_over_the_band(band):
+    ts = eval_timesteps(band, 10)
+    assert ts[0] == band.lo and ts[-1] == band.hi and ts == sorted(set(ts))
+    assert len(ts) == min(10, band.size)
+    gaps = [b - a for a, b in itertools.pairwise(ts)]
+    assert max(gaps) - min(gaps) <= 1
+
+
+def direct(unet, scheduler, sample: dict, index: int, t: int) -> float:
+    """The loss of one sample at one timestep, written out by hand."""
+    latents = sample["latents"][None]
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(EVAL_SEED + index))
+    tt = torch.tensor([t])
+    pred = unet(
+        scheduler.add_noise(latents, noise, tt),
+        tt,
+        encoder_hidden_states=sample["prompt_embeds"][None],
+        added_cond_kwargs={
+            "text_embeds": sample["pooled_prompt_embeds"][None],
+            "time_ids": sample["time_ids"][None],
+        },
+    ).sample
+    return float(
+        weighted_mse(pred, prediction_target(scheduler, latents, noise, tt, "v_prediction"), None)
+    )
+
+
+def test_each_value_is_the_loss_at_that_timestep(tiny_parts, fake_sample):
+    unet, _, scheduler = tiny_parts
+    data = [fake_sample(i) for i in range(3)]
+    band = expert_band(True, 0.35, True)
+    ts = eval_timesteps(band, 4)
+    result = eval_loss(unet, scheduler, data, ts, "v_prediction", batch_size=2)
+    with torch.no_grad():
+        for t, value in zip(ts, result.losses, strict=True):
+            expected = sum(direct(unet, scheduler, s, i, t) for i, s in enumerate(data)) / 3
+            assert value == pytest.approx(expected, rel=1e-5)
+    assert len(set(result.losses)) == len(ts)  # a curve, not one value repeated
+    assert result.mean == pytest.approx(sum(result.losses) / len(ts))
+
+
+def test_identical_across_runs_and_unaffected_by_global_rng(tiny_parts, fake_sample):
+    unet, _, scheduler = tiny_parts
+    data = [fake_sample(i) for i in range(3)]
+    ts = eval_timesteps(Band(0, 999), 5)
+    torch.manual_seed(1)
+    first = eval_loss(unet, scheduler, data, ts, "v_prediction")
+    torch.manual_seed(2)
+    torch.randn(100)
+    second = eval_loss(unet, scheduler, data, ts, "v_prediction", batch_size=1)
+    assert first.losses == pytest.approx(second.losses, rel=1e-6)
+
+
+def test_samples_of_different_sizes_are_batched_apart(tiny_parts, fake_sample):
+    unet, _, scheduler = tiny_parts
+    data = [fake_sample(0, 8), fake_sample(1, 16), fake_sample(2, 16), fake_sample(3, 8)]
+    together = eval_loss(unet, scheduler, data, [100, 600], "v_prediction", batch_size=4)
+    alone = eval_loss(unet, scheduler, data, [100, 600], "v_prediction", batch_size=1)
+    assert together.losses == pytest.approx(alone.losses, rel=1e-5)

@@ -1,0 +1,200 @@
+"""The bad-input corpus: every user-caused error exits 2 with one clear line (naming the key,
+file or value, and the fix), prints no traceback, and leaves existing output untouched.
+
+The cases are a table in bad_inputs/cases.py, one per line. They run in-process (fast);
+a few run as real processes as well. Unless a case is marked `late`, the error must come
+before the model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bad_inputs.cases import CASES
+from expertune.cli import main
+
+SUBPROCESS_CASES = {
+    "unknown-flag",
+    "model-hub-offline",
+    "output-dir-is-a-file",
+    "resume-corrupt-checkpoint",
+}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, tiny_model_dir) -> Path:
+    """A workspace with a finished stage-one expert in stage1/ and a folder of bad things."""
+    from expertune.data.demo_images import make_demo_images
+    from expertune.demo import write_configs
+
+    work = tmp_path_factory.mktemp("bad-inputs")
+    shutil.copytree(tiny_model_dir, work / "tiny-model")
+    make_demo_images(work / "data", n=4)
+    write_configs(work, steps=1)
+    assert main(["train", "--config", str(work / "config/stage1.env"), "--report_to=none"]) == 0
+    _make_bad_things(work, work / "bad")
+    return work
+
+
+def _make_bad_things(work: Path, bad: Path) -> None:
+    bad.mkdir()
+    (bad / "not-diffusers").mkdir()
+    (bad / "not-diffusers" / "README.md").write_text("just a folder\n")
+    for name, cls in (("flux", "FluxPipeline"), ("sd15", "StableDiffusionPipeline")):
+        (bad / name).mkdir()
+        (bad / name / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    (bad / "model.ckpt").write_bytes(b"never unpickled")
+    shutil.copytree(work / "tiny-model", bad / "pickle-model")
+    unet = bad / "pickle-model" / "unet"
+    (unet / "diffusion_pytorch_model.safetensors").unlink()
+    (unet / "diffusion_pytorch_model.bin").write_bytes(b"never unpickled")
+    (bad / "a-file.txt").write_text("not a folder\n")
+    (bad / "empty-data").mkdir()
+    (bad / "empty-data" / "notes.txt").write_text("no images here\n")
+    (bad / "empty-data" / "broken.png").write_bytes(b"not a png")
+    (bad / "dataloader-malformed.json").write_text('[{"id": "x",\n')
+    (bad / "dataloader-no-images.json").write_text('[{"id": "t", "dataset_type": "text_embeds"}]')
+    missing = [{"id": "x", "type": "local", "instance_data_dir": str(work / "no-such-images")}]
+    (bad / "dataloader-missing-folder.json").write_text(json.dumps(missing))
+    (bad / "broken.env").write_text(
+        f'export MODEL_NAME="{work / "tiny-model"}"\nexport SEED=1\nthis is not a setting\n'
+    )
+    (bad / "config.yaml").write_text("learning_rate: 1\n")
+    (bad / "bad.json").write_text('{"learning_rate": }\n')
+    (bad / "bad.toml").write_text("learning_rate = \n")
+    for name, prediction in (("eps-expert", "epsilon"), ("v-expert", "v_prediction")):
+        (bad / name / "scheduler").mkdir(parents=True)
+        index = {"_class_name": "StableDiffusionXLPipeline"}
+        (bad / name / "model_index.json").write_text(json.dumps(index))
+        config = {"prediction_type": prediction}
+        (bad / name / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    (bad / "empty-out").mkdir()
+    shutil.copytree(work / "stage1", bad / "corrupt-out", symlinks=True)
+    weights = bad / "corrupt-out" / "checkpoint-1" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+def _render(command: str, ws: Path, scratch: Path) -> list[str]:
+    """The command's arguments with {placeholders} replaced (derived configs go to scratch)."""
+    paths = {
+        "ws": ws,
+        "bad": ws / "bad",
+        "model": ws / "tiny-model",
+        "out": ws / "stage1",
+        "stage1": ws / "config" / "stage1.env",
+        "stage2": ws / "config" / "stage2.env",
+    }
+
+    def one(match: re.Match) -> str:
+        name, extra = match.group(1), match.group(2)
+        if not extra:
+            return str(paths[name])
+        derived = scratch / f"derived-{len(list(scratch.iterdir()))}.env"
+        line = extra[1:].replace("{{", "{").replace("}}", "}")
+        derived.write_text(paths[name].read_text() + line + "\n")
+        return str(derived)
+
+    args = shlex.split(command)
+    pattern = re.compile(r"\{(\w+)(\+[^{}]*(?:\{\{\w+\}\}[^{}]*)*)?\}")
+    return [pattern.sub(one, a).replace("{{", "{").replace("}}", "}") for a in args]
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every entry under `root` (links not followed) with its content digest or link target."""
+    seen = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                seen[rel] = ("link", os.readlink(path))
+            elif path.is_file():
+                seen[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+            else:
+                seen[rel] = ("dir",)
+    return seen
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No network here; the hub client must say so at once."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.mark.parametrize("command, words, late", CASES)
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(
+    ws, tmp_path, monkeypatch, capsys, command, words, late
+):
+    if not late:  # the error must come before any expensive work
+
+        def no_model(cfg):
+            raise AssertionError("the model was loaded before the error was found")
+
+        monkeypatch.setattr("expertune.train.setup.setup_model", no_model)
+    argv = _render(command, ws, tmp_path)
+    before = _snapshot(ws)
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("expertune: "), err
+    for word in words:
+        assert word.replace("{{", "{").replace("}}", "}") in lines[0], (word, lines[0])
+    assert _snapshot(ws) == before
+
+
+def test_the_corpus_is_large_and_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert len(ids) >= 30 and len(set(ids)) == len(ids)
+    assert set(ids) >= SUBPROCESS_CASES
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, words, late", [c for c in CASES if c.id in SUBPROCESS_CASES])
+def test_as_a_real_process_no_traceback(ws, tmp_path, command, words, late):
+    before = _snapshot(ws)
+    result = subprocess.run(
+        [sys.executable, "-m", "expertune.cli", *_render(command, ws, tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words[0].replace("{{", "{").replace("}}", "}") in lines[0]
+    assert _snapshot(ws) == before
+
+
+def test_config_env_is_parsed_never_executed(ws, tmp_path, capsys):
+    marks = [tmp_path / f"ran-{i}" for i in range(4)]
+    env = tmp_path / "sneaky.env"
+    env.write_text(
+        f'export MODEL_NAME="$(touch {marks[0]})"\n'
+        f"export VALIDATION_PROMPT=`touch {marks[1]}`\n"
+        f'export OUTPUT_DIR="{tmp_path}/out-$(touch {marks[2]})"\n'
+        f'export TRAINER_EXTRA_ARGS="--seed=1; touch {marks[3]}"\n'
+    )
+    assert main(["config", "show", "--config", str(env)]) == 2  # '; touch' is not a flag
+    env.write_text(env.read_text().replace(f"; touch {marks[3]}", ""))
+    assert main(["config", "show", "--config", str(env), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["pretrained_model_name_or_path"] == f"$(touch {marks[0]})"
+    assert shown["validation_prompt"] == f"`touch {marks[1]}`"
+    assert main(["train", "--config", str(env)]) == 2  # MODEL_NAME names no folder
+    assert not any(m.exists() for m in marks)

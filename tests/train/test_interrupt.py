@@ -1,0 +1,53 @@
+"""Ctrl-C (SIGINT) or SIGTERM mid-training: the step finishes, a checkpoint is written,
+and the process exits 130 (143) with one line saying how to continue."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from train_support import metrics, train_args
+
+from expertune.cli import main
+from expertune.train import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
+    train_ws, tmp_path, sig, code
+):
+    out = tmp_path / "out"
+    flags = ("--checkpointing_steps=0", "--logging_steps=1")  # no checkpoint would be due
+    args = train_args(train_ws, out, "--max_train_steps=100000", *flags)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expertune.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("expertune: interrupted at step ") and "resume_from_checkpoint" in last
+    step = int(re.search(r"at step (\d+)", last).group(1))
+    assert f"wrote checkpoint-{step}" in last
+    assert ckpt.verify(out / f"checkpoint-{step}").step == step
+    assert [m["step"] for m in metrics(out)] == list(range(1, step + 1))
+
+    resume = ("--resume_from_checkpoint=latest", f"--max_train_steps={step + 2}")
+    assert main(train_args(train_ws, out, *flags, *resume)) == 0
+    assert [m["step"] for m in metrics(out)] == list(range(1, step + 3))
