@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     tm = sub.add_parser("tiny-model", help="build the embedded tiny SDXL model offline")
     tm.add_argument("out_dir")
     tm.add_argument("--seed", type=int, default=0)
+    tm.add_argument(
+        "--refiner", action="store_true", help="the SDXL-refiner architecture (same VAE)"
+    )
 
     d = sub.add_parser("demo", help="the seed's two-expert workflow on the tiny model")
     d.add_argument("--workdir", default="expertune-demo")
@@ -145,9 +148,10 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_tiny_model(args) -> int:
-    from expertune.models.tiny import build_tiny_sdxl
+    from expertune.models.tiny import build_tiny_sdxl, build_tiny_sdxl_refiner
 
-    print(f"built {build_tiny_sdxl(args.out_dir, seed=args.seed)}")
+    build = build_tiny_sdxl_refiner if args.refiner else build_tiny_sdxl
+    print(f"built {build(args.out_dir, seed=args.seed)}")
     return 0
 
 

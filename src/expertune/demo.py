@@ -1,8 +1,10 @@
 """`expertune demo`: the seed's two-expert workflow, end to end, on the embedded tiny model.
 
-Work dir layout: tiny-model/, data/, cache/, config/, stage1/, stage2/, demo.png.
-The configs are real files in the seed's format, so a user can copy them and swap in
-MODEL_NAME="segmind/SSD-1B" on a GPU machine.
+Work dir layout: tiny-model/, data/ (training images), eval/ (held-out images), cache/,
+config/, stage1/, stage2/, single/ (a one-model baseline over all timesteps with the same
+parameterisation and the experts' combined steps), eval-loss/ (experts vs baseline per
+band), demo.png. The configs are real files in the seed's format, so a user can copy
+them and swap in MODEL_NAME="segmind/SSD-1B" on a GPU machine.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import time
 from pathlib import Path
 
-DEMO_STEPS = 40
+DEMO_STEPS = 100
+EVAL_TIMESTEPS = 10
 RESOLUTION = 64
 
 _STAGE1 = """\
@@ -31,7 +34,7 @@ export RESOLUTION={resolution}
 export MAX_NUM_STEPS={steps}
 export CHECKPOINTING_STEPS={ckpt}
 export SEED=42
-export DATALOADER_CONFIG="{dataloader}"
+{validation}export DATALOADER_CONFIG="{dataloader}"
 export CACHE_DIR="{cache}"
 export OUTPUT_DIR="{output}"
 
@@ -58,21 +61,13 @@ def _stage2(stage1: str, output: str) -> str:
     )
 
 
-def _dataloader(data: Path, cache: Path) -> list[dict]:
-    """A SimpleTuner-shaped dataloader config shared by both stages."""
+def _dataloader(data: Path, held_out: Path | None, cache: Path) -> list[dict]:
+    """A SimpleTuner-shaped dataloader config shared by both stages; `held_out` images
+    (never trained on) feed the stable eval loss."""
+    eval_sets = [] if held_out is None else [_images("demo-eval", "eval", held_out, cache)]
     return [
-        {
-            "id": "demo-shapes",
-            "type": "local",
-            "dataset_type": "image",
-            "instance_data_dir": str(data),
-            "caption_strategy": "textfile",
-            "resolution": RESOLUTION,
-            "resolution_type": "pixel",
-            "crop": True,
-            "crop_style": "center",
-            "cache_dir_vae": str(cache / "vae"),
-        },
+        _images("demo-shapes", "image", data, cache),
+        *eval_sets,
         {
             "id": "text-embeds",
             "type": "local",
@@ -83,16 +78,46 @@ def _dataloader(data: Path, cache: Path) -> list[dict]:
     ]
 
 
-def write_configs(work: Path, steps: int) -> tuple[Path, Path]:
-    """Write config/stage1.env, config/stage2.env and config/multidatabackend.json."""
+def _images(name: str, dataset_type: str, folder: Path, cache: Path) -> dict:
+    return {
+        "id": name,
+        "type": "local",
+        "dataset_type": dataset_type,
+        "instance_data_dir": str(folder),
+        "caption_strategy": "textfile",
+        "resolution": RESOLUTION,
+        "resolution_type": "pixel",
+        "crop": True,
+        "crop_style": "center",
+        "cache_dir_vae": str(cache / "vae"),
+    }
+
+
+_VALIDATION = """\
+export VALIDATION_STEPS={steps}
+export VALIDATION_PROMPT="a red circle on a blue background"
+"""
+
+
+def write_configs(
+    work: Path, steps: int, *, held_out: Path | None = None, validation: bool = False
+) -> tuple[Path, Path]:
+    """Write config/stage1.env, config/stage2.env and config/multidatabackend.json.
+
+    `held_out` adds an eval dataset (for the stable eval loss); `validation` adds a
+    validation prompt rendered at the last step.
+    """
     conf = work / "config"
     conf.mkdir(parents=True, exist_ok=True)
     dataloader = conf / "multidatabackend.json"
-    dataloader.write_text(json.dumps(_dataloader(work / "data", work / "cache"), indent=2) + "\n")
+    dataloader.write_text(
+        json.dumps(_dataloader(work / "data", held_out, work / "cache"), indent=2) + "\n"
+    )
     stage1 = _STAGE1.format(
         model=work / "tiny-model",
         resolution=RESOLUTION,
         steps=steps,
+        validation=_VALIDATION.format(steps=steps) if validation else "",
         ckpt=max(steps // 2, 1),
         dataloader=dataloader,
         cache=work / "cache",
@@ -104,40 +129,79 @@ def write_configs(work: Path, steps: int) -> tuple[Path, Path]:
 
 
 def run_demo(workdir: str | Path, steps: int | None = None) -> dict:
-    """Build, train both stages, generate demo.png; return what was measured."""
+    """Build, train both stages and the baseline, compare per band, generate demo.png."""
     from expertune.config import load_config
     from expertune.data.demo_images import make_demo_images
     from expertune.models.tiny import build_tiny_sdxl
-    from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
     from expertune.train.run import run_training
 
     work = Path(workdir).resolve()
     steps = steps or DEMO_STEPS
     t0 = time.perf_counter()
     images = make_demo_images(work / "data")
+    make_demo_images(work / "eval", n=4, seed=1)
     build_tiny_sdxl(work / "tiny-model", seed=0, calibration_images=_load_all(images))
-    stage1_env, stage2_env = write_configs(work, steps)
+    stage1_env, stage2_env = write_configs(work, steps, held_out=work / "eval", validation=True)
     print(f"[demo] tiny model and {len(images)} images ready ({time.perf_counter() - t0:.1f}s)")
+    runs = {
+        "stage1": (stage1_env, []),
+        "stage2": (stage2_env, []),
+        "single": (stage1_env, _baseline_flags(work, steps)),
+    }
     results = {}
-    for name, env in (("stage1", stage1_env), ("stage2", stage2_env)):
-        cfg = load_config(str(env), [])
-        print(f"[demo] training {name}: band {list(cfg.expert_band())} from {env}")
+    for name, (env, flags) in runs.items():
+        cfg = load_config(str(env), flags)
+        print(
+            f"[demo] training {name}: band {list(cfg.expert_band())} from {env} {' '.join(flags)}"
+        )
         run_training(cfg)
         results[name] = json.loads((Path(cfg.output_dir) / "run_summary.json").read_text())
+    comparison = _compare(work, load_config(str(stage2_env), []))
+    _render(work)
+    _print_summary(work, results, comparison, time.perf_counter() - t0)
+    return {"runs": results, "eval_loss": comparison}
+
+
+def _baseline_flags(work: Path, steps: int) -> list[str]:
+    """Stage one's config as one model over all timesteps, with the experts' total steps."""
+    return [
+        "--refiner_training=false",
+        "--refiner_training_invert_schedule=false",
+        f"--max_train_steps={2 * steps}",
+        f"--checkpointing_steps={steps}",
+        f"--validation_steps={2 * steps}",
+        f"--output_dir={work / 'single'}",
+    ]
+
+
+def _compare(work: Path, data_cfg) -> dict:
+    """Eval loss per band: each expert on its band, the baseline on both (same noise)."""
+    from expertune.evaluate.evaluate_command import evaluate_models, table
+    from expertune.evaluate.plots import compare_bands
+    from expertune.evaluate.records import write_json
+
+    result = evaluate_models(
+        [str(work / "stage1"), str(work / "stage2")], str(work / "single"), data_cfg, EVAL_TIMESTEPS
+    )
+    out = work / "eval-loss"
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "eval_loss.json", result)
+    compare_bands(result, out / "eval_loss.png")
+    print(table(result))
+    return result
+
+
+def _render(work: Path) -> None:
+    """demo.png: stage one then stage two, handing over at 1 - strength (the seed's snippet)."""
+    from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
+
     chain = ExpertChain(work / "stage1", work / "stage2")
     prompt = "a red circle on a blue background"
+    stage = StageOptions(prompt, guidance_scale=9.2, guidance_rescale=0.7)
     image = chain(
-        ChainRequest(
-            base=StageOptions(prompt, guidance_scale=9.2, guidance_rescale=0.7),
-            refiner=StageOptions(prompt, guidance_scale=9.2, guidance_rescale=0.7),
-            steps=20,
-            height=RESOLUTION,
-            width=RESOLUTION,
-        )
+        ChainRequest(base=stage, refiner=stage, steps=20, height=RESOLUTION, width=RESOLUTION)
     )
     save_image(image, work / "demo.png")
-    _print_summary(work, results, time.perf_counter() - t0)
-    return results
 
 
 def _load_all(paths):
@@ -146,16 +210,23 @@ def _load_all(paths):
     return [load_image(p) for p in paths]
 
 
-def _print_summary(work: Path, results: dict, wall: float) -> None:
+def _print_summary(work: Path, results: dict, comparison: dict, wall: float) -> None:
     print(f"[demo] done in {wall:.1f}s; everything is in {work}")
     for name, r in results.items():
         print(
-            f"  {name}/  band {r['band']}  {r['steps']} steps  {r['samples_per_s']:.1f} samples/s  "
-            f"cache hits {r['cache_hits']} misses {r['cache_misses']}  "
-            f"encoder passes {r['encoder_forward_passes']}"
+            f"  {name + '/':<8} band {r['band']!s:<11} {r['steps']:>4} steps "
+            f"{r['samples_per_s']:>6.1f} samples/s  cache hits {r['cache_hits']:>3} "
+            f"misses {r['cache_misses']:>3}  encoder passes {r['encoder_forward_passes']}"
+        )
+    for row in comparison["bands"]:
+        change = row["expert_loss"] / row["baseline_loss"] - 1
+        print(
+            f"  eval loss on band {row['band']}: expert {row['expert_loss']:.4f} vs single "
+            f"model {row['baseline_loss']:.4f} ({change:+.1%})"
         )
     print("  config/stage1.env, config/stage2.env  (the seed's format; copy and edit)")
-    print("  demo.png  (stage one then stage two, handing over at 0.65)")
+    print("  stage1/report.html, stage2/report.html, single/report.html  (open in a browser)")
+    print("  eval-loss/eval_loss.png, demo.png  (stage one then stage two, handing over at 0.65)")
     print(
         "  try: expertune generate --base "
         f"{work / 'stage1'} --refiner {work / 'stage2'} --prompt 'a green square' --out x.png"

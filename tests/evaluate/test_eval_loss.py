@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from expertune.evaluate.eval_loss import EVAL_SEED, eval_loss, eval_timesteps
+from expertune.evaluate.eval_loss import EVAL_SEED, batches, eval_loss, eval_timesteps
 from expertune.schedule.bands import Band, expert_band
 from expertune.schedule.targets import prediction_target, weighted_mse
 
@@ -72,3 +72,10 @@ def test_samples_of_different_sizes_are_batched_apart(tiny_parts, fake_sample):
     together = eval_loss(unet, scheduler, data, [100, 600], "v_prediction", batch_size=4)
     alone = eval_loss(unet, scheduler, data, [100, 600], "v_prediction", batch_size=1)
     assert together.losses == pytest.approx(alone.losses, rel=1e-5)
+
+
+def test_batches_group_each_bucket_across_the_whole_set(fake_sample):
+    data = [fake_sample(i, size) for i, size in enumerate([8, 16, 8, 16, 16, 8, 16])]
+    grouped = [(ix, b["latents"].shape[0]) for ix, b in batches(data, 2)]
+    assert grouped == [([0, 2], 2), ([1, 3], 2), ([4, 6], 2), ([5], 1)]
+    assert sorted(i for ix, _ in grouped for i in ix) == list(range(7))

@@ -5,7 +5,9 @@ same at every timestep, every evaluation and for every model, so the only thing 
 changes between two evaluations is the model; the timestep is passed to the UNet as
 given (a peer drops it and evaluates at the batch's random training timestep, which
 turns its per-timestep curve into noise). The loss is the plain MSE against the
-prediction target, unweighted, averaged over samples.
+prediction target, unweighted, averaged over samples. Samples of several aspect buckets
+(latents of different sizes) are batched per bucket; the per-timestep value is still the
+mean over every sample, whatever the batching.
 """
 
 from __future__ import annotations
@@ -79,19 +81,25 @@ def eval_loss(
 
 
 def batches(samples: Sequence, batch_size: int):
-    """(indices, stacked tensors) of consecutive samples whose latents share one shape."""
-    indices: list[int] = []
-    items: list[dict] = []
+    """(indices, stacked tensors) of up to `batch_size` samples whose latents share one shape.
+
+    Samples of different aspect buckets have latents of different sizes and cannot share
+    a UNet call, so each shape fills its own batch: a batch is yielded as soon as it is
+    full and the partial ones at the end, in the order their shapes first appeared. The
+    grouping depends only on the samples' order and shapes (deterministic), every sample
+    is in exactly one batch, and at most one batch per bucket is held in memory.
+    """
+    pending: dict[tuple[int, ...], tuple[list[int], list[dict]]] = {}
     for i in range(len(samples)):
         item = samples[i]
-        if items and (
-            len(items) == batch_size or item["latents"].shape != items[0]["latents"].shape
-        ):
-            yield indices, _stack(items)
-            indices, items = [], []
+        shape = tuple(item["latents"].shape)
+        indices, items = pending.setdefault(shape, ([], []))
         indices.append(i)
         items.append(item)
-    if items:
+        if len(items) >= batch_size:
+            yield indices, _stack(items)
+            del pending[shape]
+    for indices, items in pending.values():
         yield indices, _stack(items)
 
 

@@ -3,7 +3,7 @@
 from expertune.models.family import FAMILIES, SDXL, SDXL_REFINER, Family, detect_family, get_family
 from expertune.models.load import Components, fingerprint, load_components, resolve_model_path
 from expertune.models.lora import add_lora, lora_state_dict, merge_lora, save_lora
-from expertune.models.tiny import build_tiny_sdxl
+from expertune.models.tiny import build_tiny_sdxl, build_tiny_sdxl_refiner
 
 __all__ = [
     "FAMILIES",
@@ -13,6 +13,7 @@ __all__ = [
     "Family",
     "add_lora",
     "build_tiny_sdxl",
+    "build_tiny_sdxl_refiner",
     "detect_family",
     "fingerprint",
     "get_family",

@@ -6,6 +6,10 @@ enough to train on a 2-core CPU at 64 px. Weights are random but the VAE is cali
 its `scaling_factor` is 1 / std of its latents on real-looking images, as SDXL's 0.13025
 was chosen for real latents, so the denoising task has unit-variance data (DESIGN.md,
 "The embedded default").
+
+`build_tiny_sdxl_refiner` builds the matching SDXL-refiner architecture (text_encoder_2
+only, aesthetic score in the time ids) with the same VAE and text_encoder_2 as the tiny
+base of the same seed, as SDXL 1.0's refiner shares them with its base.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
+    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -30,6 +35,7 @@ from transformers import (
 )
 
 from expertune import __version__
+from expertune.models.family import SDXL, SDXL_REFINER, Family
 from expertune.models.load import no_progress_bars
 from expertune.models.tokenizer import build_tiny_tokenizer, write_vocab_files
 
@@ -39,8 +45,13 @@ TIME_EMBED_DIM = 8  # SDXL's addition_time_embed_dim, scaled down
 POSTERIOR_LOGVAR = -12.0  # posterior std ~0.0025: nearly deterministic, like a trained VAE
 
 
-def tiny_unet() -> UNet2DConditionModel:
-    """SDXL's UNet layout (text_time conditioning, linear projections) at width 32/64."""
+def tiny_unet(family: Family = SDXL) -> UNet2DConditionModel:
+    """SDXL's UNet layout (text_time conditioning, linear projections) at width 32/64.
+
+    The family decides the conditioning widths: cross-attention over the concatenated
+    hidden states of its text encoders, and its time ids (6 for SDXL, 5 for the refiner)
+    embedded beside text_encoder_2's pooled embedding.
+    """
     return UNet2DConditionModel(
         sample_size=RESOLUTION // 8,
         in_channels=4,
@@ -52,10 +63,10 @@ def tiny_unet() -> UNet2DConditionModel:
         attention_head_dim=(2, 4),
         norm_num_groups=8,
         use_linear_projection=True,
-        cross_attention_dim=2 * HIDDEN,  # hidden states of both encoders, concatenated
+        cross_attention_dim=len(family.text_encoders) * HIDDEN,  # encoders' states, concatenated
         addition_embed_type="text_time",
         addition_time_embed_dim=TIME_EMBED_DIM,
-        projection_class_embeddings_input_dim=6 * TIME_EMBED_DIM + HIDDEN,  # time ids + pooled
+        projection_class_embeddings_input_dim=family.num_time_ids * TIME_EMBED_DIM + HIDDEN,
     )
 
 
@@ -168,6 +179,72 @@ def center_latents(vae: AutoencoderKL, images: list[Image.Image]) -> None:
     vae.post_quant_conv.bias += vae.post_quant_conv.weight[:, :, 0, 0] @ shift
 
 
+def _seeded_modules(seed: int, tokenizer: CLIPTokenizer, tokenizer_2: CLIPTokenizer) -> dict:
+    """The base's random modules, drawn from one seeded stream in a fixed order, and then
+    the refiner's UNet from the same stream.
+
+    Every build draws all of them, so the VAE and text_encoder_2 of a refiner are the very
+    tensors of the base of the same seed (and the base's bytes never depend on whether a
+    refiner exists); the few unused tiny modules cost milliseconds.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return {
+            "unet": tiny_unet(SDXL),
+            "vae": tiny_vae(),
+            "text_encoder": tiny_text_encoder(tokenizer, projection=False),
+            "text_encoder_2": tiny_text_encoder(tokenizer_2, projection=True),
+            "refiner_unet": tiny_unet(SDXL_REFINER),
+        }
+
+
+def calibrate_vae(vae: AutoencoderKL, images: list[Image.Image]) -> dict:
+    """Centre the latents of `images` and set `scaling_factor` = 1 / their std (in place).
+
+    Returns the calibration numbers for the notes (factor, latent mean and std, count).
+    """
+    center_latents(vae, images)
+    latents = encode_means(vae, images)
+    mean, std = float(latents.mean()), float(latents.std())
+    scaling_factor = float(f"{1.0 / std:.6g}")
+    vae.register_to_config(scaling_factor=scaling_factor)
+    return {
+        "vae_scaling_factor": scaling_factor,
+        "calibration_count": len(images),
+        "calibration_latent_mean": round(mean, 6),
+        "calibration_latent_std": round(std, 6),
+    }
+
+
+def _tiny_parts(seed: int, calibration_images: list[Image.Image] | None) -> tuple[dict, dict]:
+    """(modules and tokenizers, notes) shared by both builders: seeded, VAE calibrated."""
+    tokenizer = build_tiny_tokenizer()
+    tokenizer_2 = build_tiny_tokenizer(pad_token="!")  # SDXL's tokenizer_2 pads with "!"
+    parts = _seeded_modules(seed, tokenizer, tokenizer_2)
+    parts |= {"tokenizer": tokenizer, "tokenizer_2": tokenizer_2}
+    images = calibration_images or procedural_images(seed=seed)
+    info = {
+        "expertune_version": __version__,
+        "seed": seed,
+        "resolution": RESOLUTION,
+        "vocab_size": len(tokenizer),
+        "calibration": "user images" if calibration_images else "procedural_images()",
+        **calibrate_vae(parts["vae"], images),
+    }
+    return parts, info
+
+
+def _save(pipe, out: Path, info: dict) -> Path:
+    """save_pretrained, CLIP's slow-tokenizer files beside each tokenizer, and the notes."""
+    with no_progress_bars():
+        pipe.save_pretrained(out, safe_serialization=True)
+    for name in ("tokenizer", "tokenizer_2"):
+        if getattr(pipe, name, None) is not None:
+            write_vocab_files(getattr(pipe, name), out / name)
+    _write_notes(out, info)
+    return out
+
+
 def build_tiny_sdxl(
     out_dir: str | Path,
     *,
@@ -179,58 +256,61 @@ def build_tiny_sdxl(
     Same `seed` gives byte-identical weights. The VAE's `scaling_factor` is set so that
     scaled latents of `calibration_images` (default: `procedural_images()`) have unit std.
     """
-    out = Path(out_dir)
-    tokenizer = build_tiny_tokenizer()
-    tokenizer_2 = build_tiny_tokenizer(pad_token="!")  # SDXL's tokenizer_2 pads with "!"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = tiny_unet()
-        vae = tiny_vae()
-        text_encoder = tiny_text_encoder(tokenizer, projection=False)
-        text_encoder_2 = tiny_text_encoder(tokenizer_2, projection=True)
-    images = calibration_images or procedural_images(seed=seed)
-    center_latents(vae, images)
-    latents = encode_means(vae, images)
-    mean, std = float(latents.mean()), float(latents.std())
-    scaling_factor = float(f"{1.0 / std:.6g}")
-    vae.register_to_config(scaling_factor=scaling_factor)
+    parts, info = _tiny_parts(seed, calibration_images)
     pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2,
-        unet=unet,
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        text_encoder_2=parts["text_encoder_2"],
+        tokenizer=parts["tokenizer"],
+        tokenizer_2=parts["tokenizer_2"],
+        unet=parts["unet"],
         scheduler=sdxl_scheduler(),
         add_watermarker=False,
     )
-    with no_progress_bars():
-        pipe.save_pretrained(out, safe_serialization=True)
-    for name in ("tokenizer", "tokenizer_2"):
-        write_vocab_files(getattr(pipe, name), out / name)
-    info = {
-        "what": "tiny random-weight SDXL-architecture pipeline built by expertune",
-        "expertune_version": __version__,
-        "seed": seed,
-        "resolution": RESOLUTION,
-        "vocab_size": len(tokenizer),
-        "vae_scaling_factor": scaling_factor,
-        "calibration": "user images" if calibration_images else "procedural_images()",
-        "calibration_count": len(images),
-        "calibration_latent_mean": round(mean, 6),
-        "calibration_latent_std": round(std, 6),
-    }
-    _write_notes(out, info)
-    return out
+    what = "tiny random-weight SDXL-architecture pipeline built by expertune"
+    return _save(pipe, Path(out_dir), {"what": what, "builder": "build_tiny_sdxl", **info})
+
+
+def build_tiny_sdxl_refiner(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    calibration_images: list[Image.Image] | None = None,
+) -> Path:
+    """Build the tiny SDXL-refiner pipeline into `out_dir` and return its path.
+
+    Laid out as stabilityai/stable-diffusion-xl-refiner-1.0: a StableDiffusionXLImg2Img
+    pipeline without text_encoder/tokenizer, `requires_aesthetics_score` (the UNet's 5 time
+    ids end in an aesthetic score) and `force_zeros_for_empty_prompt` off. Its VAE (same
+    `calibration_images`), text_encoder_2 and tokenizer_2 equal those of
+    `build_tiny_sdxl(seed=seed)`, so a base and a refiner share latents and encoders.
+    """
+    parts, info = _tiny_parts(seed, calibration_images)
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=parts["vae"],
+        text_encoder=None,
+        text_encoder_2=parts["text_encoder_2"],
+        tokenizer=None,
+        tokenizer_2=parts["tokenizer_2"],
+        unet=parts["refiner_unet"],
+        scheduler=sdxl_scheduler(),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+        add_watermarker=False,
+    )
+    what = "tiny random-weight SDXL-refiner-architecture pipeline built by expertune"
+    info = {"what": what, "builder": "build_tiny_sdxl_refiner", **info}
+    return _save(pipe, Path(out_dir), info)
 
 
 def _write_notes(out: Path, info: dict) -> None:
     """expertune_tiny.json for programs, README.md for people."""
     (out / "expertune_tiny.json").write_text(json.dumps(info, indent=2) + "\n")
+    kind = "SDXL refiner" if info["builder"] == "build_tiny_sdxl_refiner" else "SDXL"
     (out / "README.md").write_text(
-        "# expertune tiny SDXL\n\n"
-        "A tiny SDXL-architecture diffusers pipeline with random weights, built offline by\n"
-        f"`expertune.models.tiny.build_tiny_sdxl(seed={info['seed']})` for tests and the demo.\n"
+        f"# expertune tiny {kind}\n\n"
+        f"A tiny {kind}-architecture diffusers pipeline with random weights, built offline by\n"
+        f"`expertune.models.tiny.{info['builder']}(seed={info['seed']})` for tests and the demo.\n"
         "It generates noise-like images until trained; it is not a pretrained model.\n\n"
         f"- resolution: {info['resolution']} px (8x8 latents), vocabulary: "
         f"{info['vocab_size']} BPE tokens\n"

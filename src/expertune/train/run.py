@@ -87,10 +87,16 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
 
 
 def _pipeline(trainer: Trainer, unet):
-    """The base model's parts, the trained UNet, a scheduler carrying the parameterisation."""
-    import diffusers
-    from diffusers import StableDiffusionXLPipeline
+    """The base model's parts, the trained UNet, a scheduler carrying the parameterisation.
 
+    An SDXL expert is saved as a StableDiffusionXLPipeline; an SDXL-refiner expert as the
+    StableDiffusionXLImg2ImgPipeline its family loads with (no text_encoder/tokenizer,
+    `requires_aesthetics_score`), as stabilityai's refiner is laid out. Pipeline settings
+    the source model_index.json gives (e.g. `force_zeros_for_empty_prompt`) are kept.
+    """
+    import diffusers
+
+    from expertune.models.family import get_family
     from expertune.schedule.noise import inference_scheduler_config
 
     c = trainer.components
@@ -100,7 +106,14 @@ def _pipeline(trainer: Trainer, unet):
     scheduler = scheduler_cls.from_config(
         inference_scheduler_config(c.scheduler_config, trainer.param)
     )
-    return StableDiffusionXLPipeline(
+    family = get_family(c.family)
+    settings = _source_settings(c.model_path)
+    if family.requires_aesthetics_score:
+        cls = diffusers.StableDiffusionXLImg2ImgPipeline
+        settings["requires_aesthetics_score"] = True
+    else:
+        cls = diffusers.StableDiffusionXLPipeline
+    return cls(
         vae=c.vae,
         text_encoder=c.text_encoder,
         text_encoder_2=c.text_encoder_2,
@@ -109,7 +122,17 @@ def _pipeline(trainer: Trainer, unet):
         unet=unet,
         scheduler=scheduler,
         add_watermarker=False,
+        **settings,
     )
+
+
+def _source_settings(model_path: Path) -> dict:
+    """`force_zeros_for_empty_prompt` of the source model_index.json, when it says."""
+    from expertune.models.load import read_model_index
+
+    index = read_model_index(model_path)
+    key = "force_zeros_for_empty_prompt"
+    return {key: bool(index[key])} if key in index else {}
 
 
 def expert_record(trainer: Trainer, result: RunResult) -> dict:
