@@ -53,6 +53,13 @@ def test_stage_one_renders_prompts_stage_two_validates_on_dataset_images():
     assert "cannot start from pure noise" in refiner.notes[0] and "t=349" in refiner.notes[0]
 
 
+def test_an_sdxl_refiner_model_validates_on_dataset_images_even_over_the_full_range():
+    cfg = config("--model_family=sdxl-refiner", "--validation_prompt=a cat")
+    plan = plan_validation(cfg, Band(0, 999), 1000)
+    assert plan.prompts == () and plan.datasets
+    assert "sdxl-refiner" in plan.notes[0]
+
+
 def test_band_diagram_marks_this_expert_and_the_handover():
     assert plan_edges([350, 999], 1000) == [0, 350, 1000]
     assert plan_edges([0, 999], 1000) == [0, 1000]

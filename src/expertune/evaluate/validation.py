@@ -39,8 +39,17 @@ class ValidationPlan:
 
 
 def plan_validation(cfg, band, num_train_timesteps: int) -> ValidationPlan:
-    """Prompts only for an expert that starts the chain; dataset images for the others."""
+    """Prompts only for an SDXL-family expert that starts the chain; dataset images for
+    the others (an SDXL-refiner model is an Img2Img model: it always refines images)."""
     prompts, datasets = cfg.validation_prompts, cfg.validation_using_datasets
+    if prompts and cfg.model_family == "sdxl-refiner":
+        note = (
+            "an sdxl-refiner model refines images rather than rendering from noise: the "
+            f"validation prompts are not rendered; dataset images noised to t={band.hi} "
+            "validate it instead"
+        )
+        log.warning(note)
+        return ValidationPlan((), True, (note,))
     if prompts and band.hi < num_train_timesteps - 1:
         note = (
             f"this expert owns timesteps {band} and cannot start from pure noise: the "

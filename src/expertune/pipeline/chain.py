@@ -1,9 +1,12 @@
 """Two experts chained the way the seed does it: base with `denoising_end`, latents handed
 to the refiner's Img2Img pipeline with `denoising_start`, same steps and scheduler family.
 
-The VAE and text encoders are loaded once and shared when both experts carry the same
-encoder fingerprints (expertune records them); the parameterisation is read from the
-saved scheduler configs, never from flags.
+The base is an SDXL-family expert; the refiner either another SDXL-family expert (the
+seed's stage two) or an SDXL-refiner-family one (text_encoder_2 only, aesthetic score in
+its time ids: the classic SDXL base + refiner). The VAE, text encoders and tokenizers are
+loaded once and shared part by part when both experts record the same fingerprint for
+that part (sharing.py); the parameterisation is read from the saved scheduler configs,
+never from flags.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from expertune.errors import ModelReferenceError
 from expertune.pipeline.experts import ExpertInfo, check_same_parameterisation, read_expert
+from expertune.pipeline.sharing import shared_parts
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,17 @@ def default_power(base: ExpertInfo, refiner: ExpertInfo) -> float:
     return 0.8
 
 
+def check_base_family(base: ExpertInfo) -> None:
+    """Stage one must be an SDXL-family model: a refiner cannot start from pure noise."""
+    family = base.family
+    if family != "sdxl":
+        raise ModelReferenceError(
+            f"--base {base.path} is a {family} model, which only refines (no text_encoder, "
+            "aesthetic-score time ids); pass an SDXL-family expert as --base and this one "
+            "as --refiner"
+        )
+
+
 class ExpertChain:
     """Base and refiner pipelines sharing what can be shared, ready to generate."""
 
@@ -63,6 +79,7 @@ class ExpertChain:
         self.base_info = read_expert(base_dir, "--base")
         self.refiner_info = read_expert(refiner_dir, "--refiner")
         check_same_parameterisation([self.base_info, self.refiner_info])
+        check_base_family(self.base_info)
         self.base, self.refiner = _load_pair(self.base_info, self.refiner_info, scheduler)
 
     def __call__(self, req: ChainRequest):
@@ -112,12 +129,8 @@ def _load_pipelines(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):
     )
     scheduler_cls = getattr(diffusers, SCHEDULERS[scheduler])
     base_pipe.scheduler = scheduler_cls.from_config(base_pipe.scheduler.config)
-    shared = {}
-    if base.encoders and base.encoders == refiner.encoders:
-        shared = {
-            name: getattr(base_pipe, name)
-            for name in ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
-        }
+    shared = {name: getattr(base_pipe, name) for name in shared_parts(base, refiner)}
+    log.debug("refiner shares %s with the base", ", ".join(shared) or "nothing")
     refiner_pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
         refiner.path, use_safetensors=True, add_watermarker=False, **shared
     )

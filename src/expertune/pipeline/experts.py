@@ -28,6 +28,15 @@ class ExpertInfo:
     def encoders(self) -> dict | None:
         return (self.record or {}).get("encoder_fingerprints")
 
+    @property
+    def family(self) -> str:
+        """The model family (sdxl or sdxl-refiner) its model_index.json describes; a one-line
+        ModelReferenceError for anything else."""
+        from expertune.models.family import detect_family
+
+        index = json.loads((self.path / "model_index.json").read_text())
+        return detect_family(index, where=f"{self.path}/model_index.json")
+
 
 def read_expert(path: str | Path, what: str) -> ExpertInfo:
     """Read `model_index.json`, the scheduler config and expertune.json of an expert folder."""

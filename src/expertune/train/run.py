@@ -136,8 +136,16 @@ def _source_settings(model_path: Path) -> dict:
 
 
 def expert_record(trainer: Trainer, result: RunResult) -> dict:
-    """Contents of expertune.json: enough to chain this expert with its siblings."""
+    """Contents of expertune.json: enough to chain this expert with its siblings.
+
+    `encoder_fingerprints` are the cache's (VAE, whole text side); `component_fingerprints`
+    one per part, so a base and a refiner of another family share the parts they have in
+    common at inference (pipeline/sharing.py).
+    """
+    from expertune.pipeline.sharing import RECORD_KEY, component_fingerprints
+
     cfg = trainer.cfg
+    parts = component_fingerprints(trainer.components, vae=trainer.data.fingerprints.get("vae"))
     return {
         "format": 1,
         "expertune_version": __version__,
@@ -153,5 +161,6 @@ def expert_record(trainer: Trainer, result: RunResult) -> dict:
         "handover_fraction": round(1 - cfg.refiner_training_strength, 6),
         "parameterisation": trainer.param.as_dict(),
         "encoder_fingerprints": trainer.data.fingerprints,
+        RECORD_KEY: parts,
         "steps": result.steps,
     }
