@@ -32,8 +32,8 @@ def build_config(settings: Settings) -> TrainConfig:
     if MODEL_FLAG not in settings:
         raise ConfigError(
             "MODEL_NAME is not set: set MODEL_NAME in config.env (or --model_name / "
-            "--pretrained_model_name_or_path) to a hub name, a local diffusers folder or a "
-            ".safetensors file"
+            "--pretrained_model_name_or_path) to a hub name, a local diffusers folder, or "
+            "expertune/tiny-sdxl for the embedded tiny model"
         )
     try:
         cfg = TrainConfig.model_validate({flag: s.value for flag, s in settings.items()})

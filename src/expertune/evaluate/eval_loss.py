@@ -85,9 +85,9 @@ def batches(samples: Sequence, batch_size: int):
 
     Samples of different aspect buckets have latents of different sizes and cannot share
     a UNet call, so each shape fills its own batch: a batch is yielded as soon as it is
-    full and the partial ones at the end, in the order their shapes first appeared. The
-    grouping depends only on the samples' order and shapes (deterministic), every sample
-    is in exactly one batch, and at most one batch per bucket is held in memory.
+    full, and the partial ones at the end, earliest started first. The grouping depends
+    only on the samples' order and shapes (deterministic), every sample is in exactly one
+    batch, and at most one batch per bucket is held in memory.
     """
     pending: dict[tuple[int, ...], tuple[list[int], list[dict]]] = {}
     for i in range(len(samples)):

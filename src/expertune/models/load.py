@@ -1,4 +1,5 @@
-"""Find a model (local folder or Hugging Face hub name) and load its parts, safetensors only.
+"""Find a model (local folder, Hugging Face hub name or the reserved `expertune/tiny-sdxl`)
+and load its parts, safetensors only.
 
 Every failure a user can fix is a one-line ModelReferenceError naming MODEL_NAME's value:
 a missing path, a folder that is not a diffusers model, another family, a single-file
@@ -32,6 +33,7 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 from transformers.utils import logging as hf_logging
 
 from expertune.errors import ModelReferenceError
+from expertune.models.embedded import TINY_MODEL_NAME, near_reserved_name, tiny_model_folder
 from expertune.models.family import detect_family, get_family
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -62,15 +64,26 @@ def resolve_model_path(
     cache_dir: str | Path | None = None,
     probe_timeout: float = 3.0,
     allow_pickle: bool = False,
+    model_cache_dir: str | Path | None = None,
 ) -> Path:
-    """The local diffusers folder for `name`: a folder, or a hub id (local cache first).
+    """The local diffusers folder for `name`: a folder, a hub id (local cache first), or
+    the reserved name `expertune/tiny-sdxl` (models/embedded.py).
 
     `offline=None` follows huggingface_hub (HF_HUB_OFFLINE). Online, one short probe of
     the hub decides before any download starts, so an unreachable hub fails fast.
+    `cache_dir` is the Hugging Face cache; `model_cache_dir` is where the embedded tiny
+    model is built once (default ~/.cache/expertune).
     """
+    if name == TINY_MODEL_NAME:
+        return tiny_model_folder(model_cache_dir)
     path = Path(name).expanduser()
     if path.exists():
         return _check_local(path, name)
+    if near_reserved_name(name):
+        raise ModelReferenceError(
+            f"MODEL_NAME {name!r} is not a model expertune knows (no such folder); did you "
+            f"mean {TINY_MODEL_NAME!r}, the embedded tiny SDXL model?"
+        )
     if name.lower().endswith(CHECKPOINT_SUFFIXES) or not is_hub_id(name):
         raise ModelReferenceError(
             f"MODEL_NAME {name!r} does not exist (no such file or folder); {FIX}, "
@@ -275,11 +288,18 @@ def load_components(
     offline: bool | None = None,
     cache_dir: str | Path | None = None,
     allow_pickle: bool = False,
+    model_cache_dir: str | Path | None = None,
 ) -> Components:
     """Load the parts of `family` from `name` (see resolve_model_path), safetensors only
     unless `allow_pickle` (then pickles are read with weights_only=True)."""
     fam = get_family(family)
-    path = resolve_model_path(name, offline=offline, cache_dir=cache_dir, allow_pickle=allow_pickle)
+    path = resolve_model_path(
+        name,
+        offline=offline,
+        cache_dir=cache_dir,
+        allow_pickle=allow_pickle,
+        model_cache_dir=model_cache_dir,
+    )
     found = detect_family(read_model_index(path), where=f"MODEL_NAME {name!r} (model_index.json)")
     if found != family:
         raise ModelReferenceError(
