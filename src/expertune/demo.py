@@ -99,6 +99,12 @@ export VALIDATION_PROMPT="a red circle on a blue background"
 """
 
 
+_EVAL_LOSS = """
+# Stable eval loss on the held-out images (fixed noise, timesteps spread over the band).
+export TRAINER_EXTRA_ARGS="${{TRAINER_EXTRA_ARGS}} --eval_steps_interval={interval} --eval_full_range"
+"""
+
+
 def write_configs(
     work: Path, steps: int, *, held_out: Path | None = None, validation: bool = False
 ) -> tuple[Path, Path]:
@@ -123,8 +129,10 @@ def write_configs(
         cache=work / "cache",
         output=work / "stage1",
     )
-    (conf / "stage1.env").write_text(stage1)
-    (conf / "stage2.env").write_text(_stage2(stage1, str(work / "stage2")))
+    stage2 = _stage2(stage1, str(work / "stage2"))
+    eval_loss = "" if held_out is None else _EVAL_LOSS.format(interval=max(steps // 4, 1))
+    (conf / "stage1.env").write_text(stage1 + eval_loss)
+    (conf / "stage2.env").write_text(stage2 + eval_loss)
     return conf / "stage1.env", conf / "stage2.env"
 
 
