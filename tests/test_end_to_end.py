@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from expertune.cli import main
-from expertune.demo import write_configs
+from expertune.demo import prepare_workdir
 
 pytestmark = pytest.mark.slow
 STEPS = 4
@@ -18,14 +18,8 @@ STEPS = 4
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    from expertune.data.demo_images import make_demo_images
-    from expertune.data.images import load_image
-    from expertune.models.tiny import build_tiny_sdxl
-
     work = tmp_path_factory.mktemp("seed")
-    images = make_demo_images(work / "data", n=8)
-    build_tiny_sdxl(work / "tiny-model", calibration_images=[load_image(p) for p in images])
-    write_configs(work, STEPS)
+    prepare_workdir(work, STEPS, images=8)
     return work
 
 

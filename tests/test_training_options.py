@@ -11,21 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from expertune.cli import main
-from expertune.demo import write_configs
+from expertune.demo import prepare_workdir
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
-    from expertune.data.demo_images import make_demo_images
-    from expertune.data.images import load_image
-    from expertune.models.tiny import build_tiny_sdxl
-
     work = tmp_path_factory.mktemp("opts")
-    images = make_demo_images(work / "data", n=6)
-    build_tiny_sdxl(work / "tiny-model", calibration_images=[load_image(p) for p in images])
-    write_configs(work, 3)
+    prepare_workdir(work, 3, images=6)
     return work
 
 

@@ -136,21 +136,38 @@ def write_configs(
     return conf / "stage1.env", conf / "stage2.env"
 
 
+def prepare_workdir(
+    work: Path,
+    steps: int,
+    *,
+    images: int = 12,
+    held_out: int = 0,
+    size: int = 96,
+    validation: bool = False,
+) -> tuple[Path, Path]:
+    """data/ (and eval/), the tiny model calibrated on those images, and the two configs."""
+    from expertune.data.demo_images import make_demo_images
+    from expertune.models.tiny import build_tiny_sdxl
+
+    paths = make_demo_images(work / "data", n=images, size=size)
+    eval_dir = None
+    if held_out:
+        eval_dir = work / "eval"
+        make_demo_images(eval_dir, n=held_out, size=size, seed=1)
+    build_tiny_sdxl(work / "tiny-model", seed=0, calibration_images=_load_all(paths))
+    return write_configs(work, steps, held_out=eval_dir, validation=validation)
+
+
 def run_demo(workdir: str | Path, steps: int | None = None) -> dict:
     """Build, train both stages and the baseline, compare per band, generate demo.png."""
     from expertune.config import load_config
-    from expertune.data.demo_images import make_demo_images
-    from expertune.models.tiny import build_tiny_sdxl
     from expertune.train.run import run_training
 
     work = Path(workdir).resolve()
     steps = steps or DEMO_STEPS
     t0 = time.perf_counter()
-    images = make_demo_images(work / "data")
-    make_demo_images(work / "eval", n=4, seed=1)
-    build_tiny_sdxl(work / "tiny-model", seed=0, calibration_images=_load_all(images))
-    stage1_env, stage2_env = write_configs(work, steps, held_out=work / "eval", validation=True)
-    print(f"[demo] tiny model and {len(images)} images ready ({time.perf_counter() - t0:.1f}s)")
+    stage1_env, stage2_env = prepare_workdir(work, steps, held_out=4, validation=True)
+    print(f"[demo] tiny model, images and configs ready ({time.perf_counter() - t0:.1f}s)")
     runs = {
         "stage1": (stage1_env, []),
         "stage2": (stage2_env, []),

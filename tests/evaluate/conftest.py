@@ -56,15 +56,10 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     """The demo's layout: tiny model, 6 captioned images, stage1.env and stage2.env."""
-    from expertune.data.demo_images import make_demo_images
-    from expertune.data.images import load_image
-    from expertune.demo import write_configs
-    from expertune.models.tiny import build_tiny_sdxl
+    from expertune.demo import prepare_workdir
 
     work = tmp_path_factory.mktemp("evaluate-work")
-    images = make_demo_images(work / "data", n=6, size=64)
-    build_tiny_sdxl(work / "tiny-model", calibration_images=[load_image(p) for p in images])
-    write_configs(work, STEPS)
+    prepare_workdir(work, STEPS, images=6, size=64)
     return work
 
 

@@ -11,16 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from eval_support import direct_loss
 
 from expertune.cli import main
 from expertune.config import load_config
 from expertune.evaluate.dataset_validation import DatasetSettings, DatasetValidator
-from expertune.evaluate.eval_loss import EVAL_SEED, eval_loss, eval_timesteps
+from expertune.evaluate.eval_loss import eval_loss, eval_timesteps
 from expertune.evaluate.eval_set import eval_set_for, validation_set_for
 from expertune.evaluate.images import decode, psnr
 from expertune.schedule.bands import Band
 from expertune.schedule.noise import Parameterisation, training_scheduler
-from expertune.schedule.targets import prediction_target
 
 PORTRAIT, LANDSCAPE = (80, 64), (64, 80)  # buckets (h, w) of aspects 0.75 and 1.33 at 64 px
 CPU = SimpleNamespace(
@@ -91,25 +91,6 @@ def prepared(config_file):
     components = load_components(cfg.pretrained_model_name_or_path)
     components.unet.eval()
     return cfg, components, setup_data(cfg, components, CPU)
-
-
-def direct_loss(unet, scheduler, sample: dict, index: int, t: int, kind: str) -> float:
-    """One sample's loss at one timestep, written out by hand with its own fixed noise."""
-    latents = sample["latents"][None]
-    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(EVAL_SEED + index))
-    tt = torch.tensor([t])
-    with torch.no_grad():
-        pred = unet(
-            scheduler.add_noise(latents, noise, tt),
-            tt,
-            encoder_hidden_states=sample["prompt_embeds"][None],
-            added_cond_kwargs={
-                "text_embeds": sample["pooled_prompt_embeds"][None],
-                "time_ids": sample["time_ids"][None],
-            },
-        ).sample
-    target = prediction_target(scheduler, latents, noise, tt, kind)
-    return float((pred - target).pow(2).mean())
 
 
 def expected_losses(unet, scheduler, dataset, timesteps, kind: str) -> list[float]:

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
+from eval_support import direct_loss
 
-from expertune.evaluate.eval_loss import EVAL_SEED, batches, eval_loss, eval_timesteps
+from expertune.evaluate.eval_loss import batches, eval_loss, eval_timesteps
 from expertune.schedule.bands import Band, expert_band
-from expertune.schedule.targets import prediction_target, weighted_mse
 
 
 @pytest.mark.parametrize("band", [Band(0, 349), Band(350, 999), Band(0, 999), Band(5, 7)])
@@ -21,25 +21,6 @@ def test_eval_timesteps_are_evenly_spaced_over_the_band(band):
     assert max(gaps) - min(gaps) <= 1
 
 
-def direct(unet, scheduler, sample: dict, index: int, t: int) -> float:
-    """The loss of one sample at one timestep, written out by hand."""
-    latents = sample["latents"][None]
-    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(EVAL_SEED + index))
-    tt = torch.tensor([t])
-    pred = unet(
-        scheduler.add_noise(latents, noise, tt),
-        tt,
-        encoder_hidden_states=sample["prompt_embeds"][None],
-        added_cond_kwargs={
-            "text_embeds": sample["pooled_prompt_embeds"][None],
-            "time_ids": sample["time_ids"][None],
-        },
-    ).sample
-    return float(
-        weighted_mse(pred, prediction_target(scheduler, latents, noise, tt, "v_prediction"), None)
-    )
-
-
 def test_each_value_is_the_loss_at_that_timestep(tiny_parts, fake_sample):
     unet, _, scheduler = tiny_parts
     data = [fake_sample(i) for i in range(3)]
@@ -48,7 +29,13 @@ def test_each_value_is_the_loss_at_that_timestep(tiny_parts, fake_sample):
     result = eval_loss(unet, scheduler, data, ts, "v_prediction", batch_size=2)
     with torch.no_grad():
         for t, value in zip(ts, result.losses, strict=True):
-            expected = sum(direct(unet, scheduler, s, i, t) for i, s in enumerate(data)) / 3
+            expected = (
+                sum(
+                    direct_loss(unet, scheduler, s, i, t, "v_prediction")
+                    for i, s in enumerate(data)
+                )
+                / 3
+            )
             assert value == pytest.approx(expected, rel=1e-5)
     assert len(set(result.losses)) == len(ts)  # a curve, not one value repeated
     assert result.mean == pytest.approx(sum(result.losses) / len(ts))
