@@ -222,3 +222,26 @@ def test_chain_shares_encoders_between_experts(trained):
     assert chain.refiner.vae is chain.base.vae
     assert chain.refiner.text_encoder_2 is chain.base.text_encoder_2
     assert chain.refiner.unet is not chain.base.unet
+
+
+def test_resume_on_changed_data_says_the_order_differs(trained, tmp_path, caplog):
+    env = str(trained / "config/stage1.env")
+    out = f"--output_dir={tmp_path / 'changed'}"
+    assert main(["train", "--config", env, out, "--train_batch_size=1", "--max_train_steps=2"]) == 0
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="expertune.train.loop"):
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    env,
+                    out,
+                    "--train_batch_size=2",
+                    "--max_train_steps=3",
+                    "--resume_from_checkpoint=latest",
+                ]
+            )
+            == 0
+        )
+    assert any("training data changed since checkpoint-2" in r.message for r in caplog.records)

@@ -64,6 +64,7 @@ class LoopState:
     epoch: int = 0
     skipped_steps: int = 0  # non-finite steps skipped under --skip_nonfinite_steps
     run_id: str = ""  # the run that wrote it ("" for checkpoints older than run ids)
+    data_fingerprint: str = ""  # what decided the batch order (TrainingSet.fingerprint)
 
     @classmethod
     def from_json(cls, text: str) -> LoopState:

@@ -83,7 +83,9 @@ class Trainer:
         self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             self.unet, self.optimizer, self.lr_scheduler
         )
-        self.state = ckpt.LoopState(run_id=uuid.uuid4().hex[:12])
+        self.state = ckpt.LoopState(
+            run_id=uuid.uuid4().hex[:12], data_fingerprint=self.data.dataset.fingerprint
+        )
         self._setup_rng()
         self.resumed_from = self._maybe_resume(self.checked.resume)
         self.guard = FiniteGuard(
@@ -142,6 +144,8 @@ class Trainer:
         else:
             rng_io.restore(rng, self._generators())
         state.run_id = state.run_id or self.state.run_id
+        _check_same_data(path, state.data_fingerprint, self.state.data_fingerprint)
+        state.data_fingerprint = self.state.data_fingerprint
         self.state = state
         self.saved_step = state.step
         return str(path)
@@ -350,3 +354,14 @@ class Trainer:
         acc.wait_for_everyone()
         self.saved_step = self.state.step
         return path
+
+
+def _check_same_data(path: Path, recorded: str, current: str) -> None:
+    """Warn when a resumed run's batch order cannot be the original's (data changed)."""
+    if recorded and recorded != current:
+        log.warning(
+            "the training data changed since %s (images, captions, buckets, repeats or "
+            "batch size): training resumes at the same step, but the batch order differs "
+            "from the interrupted run's",
+            path.name,
+        )
