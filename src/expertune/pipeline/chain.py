@@ -90,27 +90,29 @@ class ExpertChain:
             power = default_power(self.base_info, self.refiner_info)
         generator = torch.Generator().manual_seed(req.seed)
         latents = self.base(
-            prompt=req.base.prompt,
-            negative_prompt=req.base.negative_prompt,
-            num_inference_steps=req.steps,
+            **_stage_kwargs(req.base, req.steps, generator),
             denoising_end=power,
-            guidance_scale=req.base.guidance_scale,
-            guidance_rescale=req.base.guidance_rescale,
             height=req.height,
             width=req.width,
-            generator=generator,
             output_type="latent",
         ).images
         return self.refiner(
-            prompt=req.refiner.prompt,
-            negative_prompt=req.refiner.negative_prompt,
-            num_inference_steps=req.steps,
+            **_stage_kwargs(req.refiner, req.steps, generator),
             denoising_start=power,
-            guidance_scale=req.refiner.guidance_scale,
-            guidance_rescale=req.refiner.guidance_rescale,
             image=latents,
-            generator=generator,
         ).images[0]
+
+
+def _stage_kwargs(stage: StageOptions, steps: int, generator) -> dict:
+    """What both stages pass alike: prompt, guidance, the shared step count and generator."""
+    return {
+        "prompt": stage.prompt,
+        "negative_prompt": stage.negative_prompt,
+        "num_inference_steps": steps,
+        "guidance_scale": stage.guidance_scale,
+        "guidance_rescale": stage.guidance_rescale,
+        "generator": generator,
+    }
 
 
 def _load_pair(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -49,7 +49,6 @@ class RunResult:
     samples_per_s: float = 0.0
     samples: int = 0
     resumed_from: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Trainer:
