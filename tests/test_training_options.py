@@ -134,3 +134,14 @@ def test_tiny_model_command_builds_a_loadable_pipeline(tmp_path):
     pipe = StableDiffusionXLPipeline.from_pretrained(tmp_path / "tiny", add_watermarker=False)
     assert pipe.vae_scale_factor == 8
     assert pipe.unet.config.addition_embed_type == "text_time"
+
+
+def test_two_fresh_lora_runs_are_bit_identical(work, tmp_path):
+    """peft draws lora_A from torch's global RNG; the config's seed must decide it."""
+    flags = ("--model_type=lora", "--lora_rank=4", "--max_train_steps=3")
+    torch.manual_seed(1)
+    a = load_file(_train(work, tmp_path / "a", *flags) / "pytorch_lora_weights.safetensors")
+    torch.manual_seed(12345)  # a different global state must not change the adapter
+    b = load_file(_train(work, tmp_path / "b", *flags) / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and a
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -67,3 +67,19 @@ def test_save_load_and_merge_round_trip(unet, tiny_model_dir, tmp_path):
     merged = merge_lora(unet)
     assert merged is unet and not any("lora" in k for k in unet.state_dict())
     torch.testing.assert_close(_out(unet), adapted, atol=1e-5, rtol=1e-4)
+
+
+def test_lora_init_is_seeded_and_leaves_the_global_rng_alone(tiny_model_dir):
+    from diffusers import UNet2DConditionModel
+
+    def adapter(seed: int) -> dict:
+        unet = UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
+        add_lora(unet, rank=4, alpha=4, seed=seed)
+        return lora_state_dict(unet)
+
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    a, b, c = adapter(0), adapter(0), adapter(1)
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if "lora_A" in k or "down" in k)

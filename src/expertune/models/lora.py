@@ -19,8 +19,12 @@ ADAPTER = "default"
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
-def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float) -> None:
-    """Freeze `unet` and add a trainable LoRA (B initialised to zero: output unchanged)."""
+def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float, seed: int = 0) -> None:
+    """Freeze `unet` and add a trainable LoRA (B initialised to zero: output unchanged).
+
+    peft draws `lora_A` from torch's global generator; it is forked and seeded from `seed`
+    here, so one config gives the same adapter every run and the caller's RNG is untouched.
+    """
     unet.requires_grad_(False)
     config = LoraConfig(
         r=rank,
@@ -28,7 +32,9 @@ def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float) -> None:
         init_lora_weights="gaussian",
         target_modules=list(TARGET_MODULES),
     )
-    unet.add_adapter(config, adapter_name=ADAPTER)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(config, adapter_name=ADAPTER)
 
 
 def lora_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:

@@ -56,7 +56,9 @@ def setup_model(cfg: TrainConfig):
         from expertune.models.lora import add_lora
 
         unet.requires_grad_(False)
-        add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha or cfg.lora_rank)
+        add_lora(
+            unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha or cfg.lora_rank, seed=cfg.seed
+        )
     else:
         unet.requires_grad_(True)
     if cfg.gradient_checkpointing:
