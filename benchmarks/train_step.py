@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
+from expertune.app.demo import write_configs
 from expertune.config import load_config
-from expertune.demo import write_configs
 
 
 def prepare(work: Path, steps: int) -> Path:

@@ -34,8 +34,8 @@ SUBPROCESS_CASES = {
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, tiny_model_dir) -> Path:
     """A workspace with a finished stage-one expert in stage1/ and a folder of bad things."""
+    from expertune.app.demo import write_configs
     from expertune.data.demo_images import make_demo_images
-    from expertune.demo import write_configs
 
     work = tmp_path_factory.mktemp("bad-inputs")
     shutil.copytree(tiny_model_dir, work / "tiny-model")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from expertune.app.demo import prepare_workdir
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 
 pytestmark = pytest.mark.slow
 STEPS = 4
@@ -68,7 +68,9 @@ def test_saved_pipeline_is_complete_and_carries_parameterisation(trained):
         assert sched["timestep_spacing"] == "trailing"
         record = json.loads((out / "expertune.json").read_text())
         assert record["role"] == role and record["band"] == band
-        assert record["refiner_training_strength"] == 0.35
+        assert record["format"] == 2 and record["plan"]["edges"] == [0, 350, 1000]
+        assert record["expert_index"] == (1 if role == "base" else 0)
+        assert record["handover_fraction"] == 0.65
 
 
 def test_stage_two_reuses_the_cache(trained):

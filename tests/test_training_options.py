@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from expertune.app.demo import prepare_workdir
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 
 pytestmark = pytest.mark.slow
 

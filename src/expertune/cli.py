@@ -101,9 +101,9 @@ def _cmd_train(args) -> int:
     from expertune.config import load_config
 
     cfg = load_config(args.config, _flags(args.flags))  # config errors before importing torch
-    from expertune.train.run import run_training
+    from expertune.app.train import train_expert
 
-    result = run_training(cfg)
+    result = train_expert(cfg)
     print(f"trained {result.steps} steps in {result.wall_s:.1f}s -> {cfg.output_dir}")
     return 0
 
@@ -156,7 +156,7 @@ def _cmd_tiny_model(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from expertune.demo import run_demo
+    from expertune.app.demo import run_demo
 
     run_demo(args.workdir, steps=args.steps)
     return 0
@@ -169,7 +169,7 @@ def _cmd_cache(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from expertune.evaluate.evaluate_command import cmd_evaluate
+    from expertune.app.evaluate import cmd_evaluate
 
     return cmd_evaluate(args)
 

@@ -56,7 +56,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory) -> Path:
     """The demo's layout: tiny model, 6 captioned images, stage1.env and stage2.env."""
-    from expertune.demo import prepare_workdir
+    from expertune.app.demo import prepare_workdir
 
     work = tmp_path_factory.mktemp("evaluate-work")
     prepare_workdir(work, STEPS, images=6, size=64)

@@ -10,8 +10,8 @@ import pytest
 @pytest.fixture(scope="session")
 def train_ws(tmp_path_factory, tiny_model_dir) -> Path:
     """tiny-model (a link to the session model), data/, config/stage1.env, config/stage2.env."""
+    from expertune.app.demo import write_configs
     from expertune.data.demo_images import make_demo_images
-    from expertune.demo import write_configs
 
     work = tmp_path_factory.mktemp("train-ws")
     (work / "tiny-model").symlink_to(tiny_model_dir)

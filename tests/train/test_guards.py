@@ -27,17 +27,17 @@ class NanGrad(torch.autograd.Function):
 
 def poison(monkeypatch, steps: set[int], kind: str) -> None:
     """Make the loss (or only its gradient) non-finite at the given optimizer steps."""
-    real = loop.weighted_mse
+    real = loop.DenoisingLoss.__call__
     calls = {"n": 0}
 
-    def weighted_mse(pred, target, weights=None):
+    def poisoned(self, pred, latents, noise, t):
         calls["n"] += 1
-        loss = real(pred, target, weights)
+        loss = real(self, pred, latents, noise, t)
         if calls["n"] not in steps:
             return loss
         return loss * float("nan") if kind == "loss" else NanGrad.apply(loss)
 
-    monkeypatch.setattr(loop, "weighted_mse", weighted_mse)
+    monkeypatch.setattr(loop.DenoisingLoss, "__call__", poisoned)
 
 
 @pytest.mark.parametrize("kind, said", [("loss", "loss is nan"), ("grad", "gradient norm is nan")])

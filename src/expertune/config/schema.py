@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from expertune.errors import ConfigError
-from expertune.schedule.bands import BandPlan, expert_band
+from expertune.schedule.bands import BandPlan
 
 SDXL_TRAIN_TIMESTEPS = 1000
 
@@ -69,6 +69,11 @@ class TrainConfig(BaseModel):
     refiner_training: bool = False  # train one band of a timestep mixture of experts
     refiner_training_strength: float = Field(0.2, gt=0, lt=1)  # fraction of T for the refiner
     refiner_training_invert_schedule: bool = False  # train the base (high-noise) band instead
+    # the band plan and this expert's place in it; derived from the three flags above when
+    # not given (the seed's way), or set by `expertune moe` for K experts
+    band_edges: tuple[int, ...] | None = None  # 0 = e_0 < e_1 < ... < e_K = T
+    band_index: int | None = Field(None, ge=0)  # which band, 0 = lowest-noise
+    expert_name: str | None = None  # the expert's name in a moe config
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     rescale_betas_zero_snr: bool = False
     training_scheduler_timestep_spacing: Literal["leading", "linspace", "trailing"] = "trailing"
@@ -101,6 +106,18 @@ class TrainConfig(BaseModel):
             raise ValueError("must be a multiple of 8 pixels and at least 64, e.g. 1024")
         return value
 
+    @field_validator("band_edges", mode="before")
+    @classmethod
+    def _edges_from_text(cls, value: object) -> object:
+        """Edges as written in a config.env flag: ``0,250,600,1000`` or a JSON list."""
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            try:
+                return tuple(int(part) for part in text.split(",") if part.strip())
+            except ValueError:
+                raise ValueError("must be whole timesteps like 0,250,600,1000") from None
+        return value
+
     @field_validator("validation_prompt", mode="before")
     @classmethod
     def _prompt_or_json_list(cls, value: object) -> object:
@@ -124,26 +141,34 @@ class TrainConfig(BaseModel):
         for rule in (
             _invert_needs_refiner,
             _bitfit_and_dora,
-            _band_not_empty,
+            _plan_and_index,
             _validation_rules,
         ):
             rule(self)
         return self
 
     def band_plan(self, num_train_timesteps: int = SDXL_TRAIN_TIMESTEPS) -> BandPlan:
-        """The plan this job belongs to: two bands with --refiner_training, else one."""
-        if not self.refiner_training:
+        """The plan this job belongs to (``band_edges``), for a model of T timesteps.
+
+        A plan from the seed's strength is re-derived for another T; explicit edges must
+        end at the model's T.
+        """
+        edges = self.band_edges or (0, SDXL_TRAIN_TIMESTEPS)
+        if edges[-1] == num_train_timesteps:
+            return BandPlan(edges)
+        if self.refiner_training:
+            return BandPlan.from_strength(self.refiner_training_strength, num_train_timesteps)
+        if len(edges) == 2:
             return BandPlan.single(num_train_timesteps)
-        return BandPlan.from_strength(self.refiner_training_strength, num_train_timesteps)
+        raise ConfigError(
+            f"band_edges {list(edges)} end at {edges[-1]}, but the model has "
+            f"{num_train_timesteps} training timesteps; give edges that end at "
+            f"{num_train_timesteps}"
+        )
 
     def expert_band(self, num_train_timesteps: int = SDXL_TRAIN_TIMESTEPS) -> tuple[int, int]:
         """Lowest and highest training timestep (inclusive) this expert trains."""
-        band = expert_band(
-            self.refiner_training,
-            self.refiner_training_strength,
-            self.refiner_training_invert_schedule,
-            num_train_timesteps,
-        )
+        band = self.band_plan(num_train_timesteps).bands[self.band_index or 0]
         return band.lo, band.hi
 
     def as_flags(self) -> dict[str, Any]:
@@ -194,9 +219,38 @@ def _bitfit_and_dora(cfg: TrainConfig) -> None:
         )
 
 
-def _band_not_empty(cfg: TrainConfig) -> None:
+def _plan_and_index(cfg: TrainConfig) -> None:
+    """Map the seed's three flags onto plan + index once, here; check a given plan.
+
+    After this, nothing below config/ needs the flags: ``band_edges`` and ``band_index``
+    say which band this expert trains. (The model is frozen, so the derived values are
+    written with object.__setattr__, once, during validation.)
+    """
+    if cfg.band_edges is None:
+        if cfg.refiner_training:
+            plan = BandPlan.from_strength(cfg.refiner_training_strength, SDXL_TRAIN_TIMESTEPS)
+            index = 1 if cfg.refiner_training_invert_schedule else 0
+        else:
+            plan, index = BandPlan.single(SDXL_TRAIN_TIMESTEPS), 0
+        if cfg.band_index not in (None, index):
+            raise ConfigError(
+                f"--band_index={cfg.band_index} needs --band_edges; set both, or drop "
+                "--band_index and use --refiner_training flags"
+            )
+        object.__setattr__(cfg, "band_edges", plan.edges)
+        object.__setattr__(cfg, "band_index", index)
+        return
     if cfg.refiner_training:
-        cfg.band_plan()  # raises ConfigError when the strength leaves a band empty
+        raise ConfigError(
+            "--band_edges and --refiner_training both set the band plan; keep one of them"
+        )
+    plan = BandPlan.from_edges(cfg.band_edges, cfg.band_edges[-1])
+    object.__setattr__(cfg, "band_edges", plan.edges)
+    if cfg.band_index is None or cfg.band_index >= len(plan):
+        raise ConfigError(
+            f"--band_index={cfg.band_index} must name one of the {len(plan)} bands of "
+            f"--band_edges={list(plan.edges)} (0 = lowest noise .. {len(plan) - 1})"
+        )
 
 
 def _json_prompts(text: str) -> tuple[str, ...]:

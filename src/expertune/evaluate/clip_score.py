@@ -86,7 +86,7 @@ class ClipScorer:
         if self._loaded is None:
             from transformers import CLIPModel, CLIPProcessor
 
-            from expertune.models.load import no_progress_bars
+            from expertune.io import no_progress_bars
 
             with no_progress_bars():
                 model = CLIPModel.from_pretrained(self.model_dir, local_files_only=True).eval()

@@ -19,7 +19,7 @@ import torch
 
 from expertune.evaluate.conditioning import Conditioning, predict
 from expertune.schedule.bands import Band
-from expertune.schedule.targets import prediction_target
+from expertune.schedule.loss import DenoisingLoss
 
 EVAL_SEED = 0  # fixed on purpose: eval numbers compare across runs, seeds and experts
 
@@ -63,6 +63,7 @@ def eval_loss(
 ) -> EvalLoss:
     """The unweighted denoising MSE at each timestep, averaged over `samples`."""
     param = next(unet.parameters())
+    loss = DenoisingLoss(scheduler, prediction_type)  # the training loss, unweighted
     totals = torch.zeros(len(timesteps), dtype=torch.float64)
     with torch.no_grad():
         for indices, batch in batches(samples, batch_size):
@@ -71,10 +72,9 @@ def eval_loss(
             cond = Conditioning.from_batch(batch, param.device, param.dtype)
             for k, t in enumerate(timesteps):
                 t_batch = torch.full((len(indices),), int(t), device=param.device)
-                noisy = scheduler.add_noise(latents, noise, t_batch)
+                noisy = loss.noisy(latents, noise, t_batch)
                 pred = predict(unet, noisy.to(param.dtype), t_batch, cond).float()
-                target = prediction_target(scheduler, latents, noise, t_batch, prediction_type)
-                per_sample = (pred - target.float()).pow(2).flatten(1).mean(dim=1)
+                per_sample = loss.per_sample(pred, latents, noise, t_batch, weighted=False)
                 totals[k] += per_sample.double().sum().cpu()
     losses = (totals / len(samples)).tolist()
     return EvalLoss(tuple(int(t) for t in timesteps), tuple(losses))

@@ -30,15 +30,9 @@ def inference_mode(trainer) -> Iterator[torch.nn.Module]:
 
 def inference_scheduler(trainer):
     """The base model's scheduler class with the trained parameterisation written in."""
-    import diffusers
+    from expertune.pipeline.assemble import inference_scheduler as build
 
-    from expertune.schedule.noise import inference_scheduler_config
-
-    config = trainer.components.scheduler_config
-    cls = (
-        getattr(diffusers, config.get("_class_name", ""), None) or diffusers.EulerDiscreteScheduler
-    )
-    return cls.from_config(inference_scheduler_config(config, trainer.param))
+    return build(trainer.components.scheduler_config, trainer.param)
 
 
 def shared_parts(trainer) -> dict:
@@ -55,13 +49,8 @@ def shared_parts(trainer) -> dict:
 
 def base_pipeline(trainer, unet):
     """A StableDiffusionXLPipeline around the live UNet, on the training device."""
-    from diffusers import StableDiffusionXLPipeline
+    from expertune.pipeline.assemble import assemble_pipeline
 
-    pipe = StableDiffusionXLPipeline(
-        **shared_parts(trainer),
-        unet=unet,
-        scheduler=inference_scheduler(trainer),
-        add_watermarker=False,
-    )
+    pipe = assemble_pipeline(trainer.components, unet, trainer.param, img2img=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(trainer.accelerator.device)

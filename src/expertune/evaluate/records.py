@@ -13,12 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from expertune.train.outputs import METRICS_FILE
+from expertune.records.layout import METRICS_FILE, VALIDATION_DIR
 
 EVAL_KIND = "eval"
-VALIDATION_DIR = "validation"
 MANIFEST = "validation.json"
-REPORT_DIR = "report"
 RUN_CONFIG = "config.json"
 
 

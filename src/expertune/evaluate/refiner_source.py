@@ -32,7 +32,7 @@ class RefinerPick:
 
 def pick_refiner(directory: Path) -> RefinerPick | str:
     """The newest usable stage two in `directory`, or a note saying why there is none."""
-    from expertune.train.checkpoint import current_run, run_checkpoints
+    from expertune.records.checkpoints import current_run, run_checkpoints
 
     if not directory.is_dir():
         return f"--validation_refiner {directory} does not exist (yet)"
@@ -90,19 +90,19 @@ class RefinerUnusable(Exception):
 
 def load_refiner(picked: RefinerPick, trainer):
     """An Img2Img pipeline around the picked refiner UNet, sharing the run's encoders."""
-    from diffusers import StableDiffusionXLImg2ImgPipeline
-
-    from expertune.evaluate.live import inference_scheduler, shared_parts
+    from expertune.evaluate.live import inference_scheduler
+    from expertune.pipeline.assemble import assemble_pipeline
 
     scheduler = inference_scheduler(trainer)
     if picked.kind == "folder":
         pipe = _from_folder(picked.path, trainer, scheduler)
     else:
-        pipe = StableDiffusionXLImg2ImgPipeline(
-            **shared_parts(trainer),
-            unet=_unet_from_checkpoint(picked.path, trainer),
+        pipe = assemble_pipeline(
+            trainer.components,
+            _unet_from_checkpoint(picked.path, trainer),
+            trainer.param,
+            img2img=True,
             scheduler=scheduler,
-            add_watermarker=False,
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(trainer.accelerator.device)
@@ -112,8 +112,8 @@ def _from_folder(path: Path, trainer, scheduler):
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     from expertune.evaluate.live import shared_parts
+    from expertune.io import no_progress_bars
     from expertune.models.family import detect_family
-    from expertune.models.load import no_progress_bars
     from expertune.pipeline.experts import read_expert
 
     try:

@@ -18,13 +18,13 @@ from pathlib import Path
 from expertune.errors import ConfigError
 from expertune.evaluate.band_diagram import band_svg
 from expertune.evaluate.records import (
-    REPORT_DIR,
     RUN_CONFIG,
     read_json,
     read_manifests,
     read_metrics,
     write_json,
 )
+from expertune.records.layout import REPORT_DIR
 
 REPORT_FILE = "report.html"
 THUMB_SIDE = 768  # thumbnails larger than this are scaled down inside the page
@@ -32,8 +32,9 @@ DISPLAY_WIDTH = 600  # smaller images are shown at the largest whole multiple up
 SUMMARY_KEYS = (  # config lines shown up front; every flag is in the details below
     "pretrained_model_name_or_path",
     "model_type",
-    "refiner_training_strength",
-    "refiner_training_invert_schedule",
+    "band_edges",
+    "band_index",
+    "expert_name",
     "prediction_type",
     "rescale_betas_zero_snr",
     "training_scheduler_timestep_spacing",
@@ -147,7 +148,7 @@ def _config_section(run: dict) -> str:
     rows = [("role", run["role"]), ("band", band), ("T", run["T"])]
     rows += [(k, flags[k]) for k in SUMMARY_KEYS if k in flags]
     if not flags and expert:
-        rows += [(k, expert.get(k)) for k in ("base_model", "refiner_training_strength")]
+        rows += [(k, expert.get(k)) for k in ("base_model", "plan", "expert_index")]
         rows += list((expert.get("parameterisation") or {}).items())
     diagram = band_svg(band, run["T"]) if band else "<p class=muted>band unknown</p>"
     details = ""

@@ -25,14 +25,13 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import constants, get_session, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-from transformers.utils import logging as hf_logging
 
 from expertune.errors import ModelReferenceError
+from expertune.io import no_progress_bars
 from expertune.models.embedded import TINY_MODEL_NAME, near_reserved_name, tiny_model_folder
 from expertune.models.family import detect_family, get_family
 
@@ -360,20 +359,6 @@ def _refused_pickle(err: BaseException | None) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
-
-
-@contextmanager
-def no_progress_bars():
-    """Silence transformers' and diffusers' load/save progress bars ("Loading weights",
-    "Writing model shards") for the block: stderr is kept for what the user must read."""
-    libraries = [lib for lib in (hf_logging, diffusers_logging) if lib.is_progress_bar_enabled()]
-    for lib in libraries:
-        lib.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for lib in libraries:
-            lib.enable_progress_bar()
 
 
 def _first_line(err: Exception) -> str:

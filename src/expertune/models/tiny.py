@@ -35,8 +35,8 @@ from transformers import (
 )
 
 from expertune import __version__
+from expertune.io import no_progress_bars
 from expertune.models.family import SDXL, SDXL_REFINER, Family
-from expertune.models.load import no_progress_bars
 from expertune.models.tokenizer import build_tiny_tokenizer, write_vocab_files
 
 RESOLUTION = 64  # pixels; latents are 8x8

@@ -116,7 +116,7 @@ def _stage_kwargs(stage: StageOptions, steps: int, generator) -> dict:
 
 
 def _load_pair(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):
-    from expertune.models.load import no_progress_bars
+    from expertune.io import no_progress_bars
 
     with no_progress_bars():
         return _load_pipelines(base, refiner, scheduler)

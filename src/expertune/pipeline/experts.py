@@ -20,8 +20,14 @@ class ExpertInfo:
 
     @property
     def strength(self) -> float | None:
-        if self.record and self.record.get("refiner_training"):
-            return float(self.record["refiner_training_strength"])
+        """The refiner's share of T in a two-band plan (format 2), or the recorded
+        --refiner_training_strength (format 1); None when the record says neither."""
+        record = self.record or {}
+        edges = (record.get("plan") or {}).get("edges")
+        if isinstance(edges, list) and len(edges) == 3:
+            return edges[1] / edges[2]
+        if record.get("refiner_training"):
+            return float(record["refiner_training_strength"])
         return None
 
     @property

@@ -32,6 +32,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from expertune.errors import ConfigError
+from expertune.records.checkpoints import checkpoint_dirs, current_run, run_checkpoints
+from expertune.records.layout import CHECKPOINT_MARKER as MARKER
+from expertune.records.layout import RUN_FILE
 from expertune.train import rng as rng_io
 from expertune.train.storage import (
     fsync_dir,
@@ -44,10 +47,7 @@ from expertune.train.storage import (
 
 log = logging.getLogger(__name__)
 
-MARKER = "COMPLETE"
-RUN_FILE = "run.json"
 FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "rng.json", "state.json")
-_NAME = re.compile(r"^checkpoint-(\d+)$")
 _LEFTOVER = re.compile(r"^\.checkpoint-\d+\.(tmp|old|deleting)$")
 
 
@@ -74,18 +74,6 @@ class LoopState:
 
 
 # ------------------------------------------------------------------ finding
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """Sealed checkpoints (COMPLETE present) in `output_dir`, oldest first."""
-    found = []
-    if not output_dir.is_dir():
-        return found
-    for child in output_dir.iterdir():
-        m = _NAME.match(child.name)
-        if m and child.is_dir() and (child / MARKER).is_file():
-            found.append((int(m.group(1)), child))
-    return [p for _, p in sorted(found)]
-
-
 def verify(path: Path) -> LoopState:
     """The checkpoint's LoopState if every file matches its manifest; else CorruptCheckpoint."""
     try:
@@ -110,33 +98,10 @@ def verify(path: Path) -> LoopState:
         raise CorruptCheckpoint("state.json is unreadable") from None
 
 
-def current_run(output_dir: Path) -> str | None:
-    """The id of the run OUTPUT_DIR belongs to (run.json), or None before any run claimed it."""
-    try:
-        return str(json.loads((output_dir / RUN_FILE).read_text())["run_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def claim_run(output_dir: Path, run_id: str) -> None:
     """Record that OUTPUT_DIR now belongs to `run_id` (a fresh run, or a resumed one)."""
     if current_run(output_dir) != run_id:
         write_json_atomic(output_dir / RUN_FILE, {"run_id": run_id})
-
-
-def run_checkpoints(output_dir: Path, run_id: str | None) -> list[Path]:
-    """Sealed checkpoints written by `run_id` (all of them when it is None), oldest first."""
-    return [p for p in checkpoint_dirs(output_dir) if _belongs(p, run_id)]
-
-
-def _belongs(path: Path, run_id: str | None) -> bool:
-    if run_id is None:
-        return True
-    try:
-        written_by = LoopState.from_json((path / "state.json").read_text()).run_id
-    except (OSError, ValueError, TypeError):
-        return True  # unreadable: let verify() report it as corrupt
-    return written_by in ("", run_id)
 
 
 def latest_loadable(output_dir: Path) -> Path:

@@ -19,16 +19,11 @@ import torch
 
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError, Interrupted, TrainingStopped
-from expertune.evaluate.hooks import training_callbacks
 from expertune.schedule.bands import Band
+from expertune.schedule.loss import DenoisingLoss
 from expertune.schedule.noise import Parameterisation, training_scheduler
 from expertune.schedule.sampling import sample_timesteps
-from expertune.schedule.targets import (
-    min_snr_weights,
-    prediction_target,
-    sample_noise,
-    weighted_mse,
-)
+from expertune.schedule.targets import sample_noise
 from expertune.train import checkpoint as ckpt
 from expertune.train import rng as rng_io
 from expertune.train.batches import BatchSource
@@ -54,8 +49,10 @@ class RunResult:
 class Trainer:
     """Trains one expert of a timestep mixture-of-experts on its band."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, callbacks=(), hold_out=None) -> None:
         self.cfg = cfg
+        self.callbacks = list(callbacks)  # train.callbacks.TrainingCallback, given by app/
+        self.hold_out = hold_out  # items -> indices kept out of training (eval split)
         self.output_dir = Path(cfg.output_dir)
         self.saved_step: int | None = None  # the step of the newest complete checkpoint
 
@@ -75,7 +72,7 @@ class Trainer:
         self.accelerator = setup_accelerator(self.cfg, self.output_dir)
         self.components, self.unet, self.trainable = setup_model(self.cfg)
         self._setup_schedule()
-        self.data = setup_data(self.cfg, self.components, self.accelerator)
+        self.data = setup_data(self.cfg, self.components, self.accelerator, self.hold_out)
         self.optimizer, self.lr_scheduler = setup_optimizer(
             self.cfg, self.trainable, self.max_steps
         )
@@ -90,13 +87,15 @@ class Trainer:
         self.guard = FiniteGuard(
             self.cfg.skip_nonfinite_steps, check_grads=self.cfg.mixed_precision != "fp16"
         )
-        self.callbacks = training_callbacks(self.cfg)
         return self
 
     def _setup_schedule(self) -> None:
         self.param = Parameterisation.from_config(self.cfg)
         self.noise_scheduler = training_scheduler(self.components.scheduler_config, self.param)
         self.num_train_timesteps = self.noise_scheduler.config.num_train_timesteps
+        self.loss = DenoisingLoss(
+            self.noise_scheduler, self.cfg.prediction_type, self.cfg.snr_gamma
+        )
         lo, hi = self.cfg.expert_band(self.num_train_timesteps)
         self.band = Band(lo, hi)
 
@@ -229,7 +228,7 @@ class Trainer:
         timesteps = sample_timesteps(self.band, latents.shape[0], self.t_gen)
         noise = sample_noise(latents, self.noise_gen, cfg.noise_offset)
         t_dev = timesteps.to(latents.device, non_blocking=True)
-        noisy = self.noise_scheduler.add_noise(latents, noise, t_dev)
+        noisy = self.loss.noisy(latents, noise, t_dev)
         pred = self.unet(
             noisy,
             t_dev,
@@ -239,13 +238,7 @@ class Trainer:
                 "time_ids": batch["time_ids"],
             },
         ).sample
-        target = prediction_target(self.noise_scheduler, latents, noise, t_dev, cfg.prediction_type)
-        weights = None
-        if cfg.snr_gamma:
-            weights = min_snr_weights(
-                self.noise_scheduler, t_dev, cfg.snr_gamma, cfg.prediction_type
-            )
-        loss = weighted_mse(pred, target, weights)
+        loss = self.loss(pred, latents, noise, t_dev)
         self.guard.see_loss(loss)
         self.accelerator.backward(loss)
         update: dict = {}

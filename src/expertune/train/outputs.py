@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from expertune.records.layout import EXPERT_FILE, METRICS_FILE, SUMMARY_FILE
 from expertune.train.storage import write_json_atomic
 
 __all__ = [
@@ -23,10 +24,6 @@ __all__ = [
     "read_expert_file",
     "write_json_atomic",
 ]
-
-EXPERT_FILE = "expertune.json"
-SUMMARY_FILE = "run_summary.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 def read_expert_file(model_dir: Path) -> dict | None:

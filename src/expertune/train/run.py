@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from expertune import __version__
 from expertune.config.schema import TrainConfig
-from expertune.evaluate.hooks import write_run_report
+from expertune.pipeline.assemble import assemble_pipeline
+from expertune.records.expert import expert_role
 from expertune.train.loop import RunResult, Trainer
 from expertune.train.outputs import EXPERT_FILE, SUMMARY_FILE, write_json_atomic
 from expertune.train.publish import publish
@@ -16,20 +18,18 @@ from expertune.train.storage import saving
 log = logging.getLogger(__name__)
 
 
-def expert_role(cfg: TrainConfig) -> str:
-    """'base' (stage one, high noise), 'refiner' (stage two, low noise) or 'single'."""
-    if not cfg.refiner_training:
-        return "single"
-    return "base" if cfg.refiner_training_invert_schedule else "refiner"
-
-
-def run_training(cfg: TrainConfig) -> RunResult:
+def run_training(
+    cfg: TrainConfig,
+    callbacks: Sequence = (),  # train.callbacks.TrainingCallback, run after each step
+    hold_out: Callable | None = None,  # items -> indices kept out of training (eval split)
+    on_published: Callable | None = None,  # called with the trainer once the pipeline is out
+) -> RunResult:
     """Train one expert as `cfg` says and leave a loadable pipeline in OUTPUT_DIR.
 
     The last state is checkpointed before the pipeline is published, so a crash while
     publishing loses nothing: resuming from `latest` runs no step and publishes again.
     """
-    trainer = Trainer(cfg).setup()
+    trainer = Trainer(cfg, callbacks=callbacks, hold_out=hold_out).setup()
     result = trainer.train()
     if trainer.saved_step != trainer.state.step:
         trainer.save_checkpoint()  # every process takes part (RNG states are gathered)
@@ -38,7 +38,8 @@ def run_training(cfg: TrainConfig) -> RunResult:
     if acc.is_main_process:
         _save_final(trainer, result)
         log.info("saved expert to %s", trainer.output_dir)
-        write_run_report(trainer)
+        if on_published is not None:
+            on_published(trainer)
     acc.end_training()
     return result
 
@@ -55,10 +56,12 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
 
             save_lora(unet, folder)
             unet = merge_lora(unet)
-        _pipeline(trainer, unet).save_pretrained(folder, safe_serialization=True)
+        assemble_pipeline(trainer.components, unet, trainer.param).save_pretrained(
+            folder, safe_serialization=True
+        )
         write_json_atomic(folder / EXPERT_FILE, expert_record(trainer, result))
 
-    from expertune.models.load import no_progress_bars
+    from expertune.io import no_progress_bars
 
     intact = (
         f"the previous pipeline there is intact and checkpoint-{trainer.state.step} holds "
@@ -86,55 +89,6 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
     )
 
 
-def _pipeline(trainer: Trainer, unet):
-    """The base model's parts, the trained UNet, a scheduler carrying the parameterisation.
-
-    An SDXL expert is saved as a StableDiffusionXLPipeline; an SDXL-refiner expert as the
-    StableDiffusionXLImg2ImgPipeline its family loads with (no text_encoder/tokenizer,
-    `requires_aesthetics_score`), as stabilityai's refiner is laid out. Pipeline settings
-    the source model_index.json gives (e.g. `force_zeros_for_empty_prompt`) are kept.
-    """
-    import diffusers
-
-    from expertune.models.family import get_family
-    from expertune.schedule.noise import inference_scheduler_config
-
-    c = trainer.components
-    scheduler_cls = getattr(diffusers, c.scheduler_config.get("_class_name", ""), None)
-    if scheduler_cls is None:
-        scheduler_cls = diffusers.EulerDiscreteScheduler
-    scheduler = scheduler_cls.from_config(
-        inference_scheduler_config(c.scheduler_config, trainer.param)
-    )
-    family = get_family(c.family)
-    settings = _source_settings(c.model_path)
-    if family.requires_aesthetics_score:
-        cls = diffusers.StableDiffusionXLImg2ImgPipeline
-        settings["requires_aesthetics_score"] = True
-    else:
-        cls = diffusers.StableDiffusionXLPipeline
-    return cls(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        text_encoder_2=c.text_encoder_2,
-        tokenizer=c.tokenizer,
-        tokenizer_2=c.tokenizer_2,
-        unet=unet,
-        scheduler=scheduler,
-        add_watermarker=False,
-        **settings,
-    )
-
-
-def _source_settings(model_path: Path) -> dict:
-    """`force_zeros_for_empty_prompt` of the source model_index.json, when it says."""
-    from expertune.models.load import read_model_index
-
-    index = read_model_index(model_path)
-    key = "force_zeros_for_empty_prompt"
-    return {key: bool(index[key])} if key in index else {}
-
-
 def expert_record(trainer: Trainer, result: RunResult) -> dict:
     """Contents of expertune.json: enough to chain this expert with its siblings.
 
@@ -146,19 +100,27 @@ def expert_record(trainer: Trainer, result: RunResult) -> dict:
 
     cfg = trainer.cfg
     parts = component_fingerprints(trainer.components, vae=trainer.data.fingerprints.get("vae"))
+    T = trainer.num_train_timesteps
+    plan = cfg.band_plan(T)
+    index = plan.band_of(trainer.band.lo)
     return {
-        "format": 1,
+        "format": 2,
         "expertune_version": __version__,
+        "name": cfg.expert_name,
         "role": expert_role(cfg),
         "model_family": cfg.model_family,
         "model_type": cfg.model_type,
         "base_model": cfg.pretrained_model_name_or_path,
+        "plan": {"edges": list(plan.edges)},
+        "expert_index": index,
         "band": [trainer.band.lo, trainer.band.hi],
         "num_train_timesteps": trainer.num_train_timesteps,
-        "refiner_training": cfg.refiner_training,
-        "refiner_training_strength": cfg.refiner_training_strength,
-        "refiner_training_invert_schedule": cfg.refiner_training_invert_schedule,
-        "handover_fraction": round(1 - cfg.refiner_training_strength, 6),
+        # diffusers denoising_start / denoising_end of this expert's band
+        "handover": {
+            "denoising_start": round(1 - (trainer.band.hi + 1) / T, 6),
+            "denoising_end": round(1 - trainer.band.lo / T, 6),
+        },
+        "handover_fraction": round(1 - plan.edges[1] / T, 6) if len(plan) == 2 else None,
         "parameterisation": trainer.param.as_dict(),
         "encoder_fingerprints": trainer.data.fingerprints,
         RECORD_KEY: parts,

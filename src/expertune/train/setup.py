@@ -56,9 +56,7 @@ def setup_model(cfg: TrainConfig):
         from expertune.models.lora import add_lora
 
         unet.requires_grad_(False)
-        add_lora(
-            unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha or cfg.lora_rank, seed=cfg.seed
-        )
+        add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha or cfg.lora_rank, seed=cfg.seed)
     else:
         unet.requires_grad_(True)
     if cfg.gradient_checkpointing:
@@ -96,19 +94,13 @@ def dataset_folder(cfg: TrainConfig) -> Path:
     return Path(check_datasets(cfg).training[0].instance_data_dir)
 
 
-def setup_data(cfg: TrainConfig, components, accelerator) -> TrainData:
+def setup_data(cfg: TrainConfig, components, accelerator, hold_out=None) -> TrainData:
     """Scan the datasets and fill the shared caches (no-op for entries already cached).
 
-    The main process builds first, so the others find every entry cached.
+    The main process builds first, so the others find every entry cached. `hold_out`
+    (items -> indices) keeps eval samples out of training; app/ passes it in.
     """
     from expertune.data.training_set import prepare_data
-
-    hold_out = None
-    if getattr(cfg, "eval_split", 0):
-        from expertune.evaluate.eval_set import split_items
-
-        def hold_out(items):
-            return split_items(items, cfg.eval_split)[1]
 
     with accelerator.main_process_first():
         data = prepare_data(

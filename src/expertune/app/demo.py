@@ -160,8 +160,8 @@ def prepare_workdir(
 
 def run_demo(workdir: str | Path, steps: int | None = None) -> dict:
     """Build, train both stages and the baseline, compare per band, generate demo.png."""
+    from expertune.app.train import train_expert
     from expertune.config import load_config
-    from expertune.train.run import run_training
 
     work = Path(workdir).resolve()
     steps = steps or DEMO_STEPS
@@ -179,7 +179,7 @@ def run_demo(workdir: str | Path, steps: int | None = None) -> dict:
         print(
             f"[demo] training {name}: band {list(cfg.expert_band())} from {env} {' '.join(flags)}"
         )
-        run_training(cfg)
+        train_expert(cfg)
         results[name] = json.loads((Path(cfg.output_dir) / "run_summary.json").read_text())
     comparison = _compare(work, load_config(str(stage2_env), []))
     _render(work)
@@ -201,7 +201,7 @@ def _baseline_flags(work: Path, steps: int) -> list[str]:
 
 def _compare(work: Path, data_cfg) -> dict:
     """Eval loss per band: each expert on its band, the baseline on both (same noise)."""
-    from expertune.evaluate.evaluate_command import evaluate_models, table
+    from expertune.app.evaluate import evaluate_models, table
     from expertune.evaluate.plots import compare_bands
     from expertune.evaluate.records import write_json
 

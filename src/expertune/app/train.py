@@ -1,26 +1,40 @@
-"""Callbacks the training loop runs after each optimizer step and at the end.
-
-A callback gets the Trainer and decides from its config and step whether work is due
-(one modulo when nothing is, so the hot path gains nothing). It must leave training
-unchanged: no touching the trainer's generators or the optimizer, and any global RNG it
-uses is saved and restored around it (`evaluate.live.inference_mode`).
-"""
+"""One expert's run, composed: the Trainer, the evaluate/ callbacks it is given, publishing
+and the report. The only module that wires train/ and evaluate/ together for a run."""
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+
+from expertune.config.schema import TrainConfig
 
 log = logging.getLogger(__name__)
 
 
-class TrainingCallback(Protocol):
-    def on_step_end(self, trainer) -> None: ...
+def train_expert(cfg: TrainConfig):
+    """Train, publish and report one expert as `cfg` says; returns train.loop.RunResult."""
+    from expertune.train.run import run_training
 
-    def on_train_end(self, trainer) -> None: ...
+    return run_training(
+        cfg,
+        callbacks=training_callbacks(cfg),
+        hold_out=hold_out_for(cfg),
+        on_published=write_run_report,
+    )
 
 
-def training_callbacks(cfg) -> list[TrainingCallback]:
+def hold_out_for(cfg: TrainConfig):
+    """The `--eval_split` rule that keeps eval samples out of training, or None."""
+    if not cfg.eval_split:
+        return None
+    from expertune.evaluate.eval_set import split_items
+
+    def hold_out(items):
+        return split_items(items, cfg.eval_split)[1]
+
+    return hold_out
+
+
+def training_callbacks(cfg: TrainConfig) -> list:
     """Validation and eval loss, as the config asks; in the order they run.
 
     The CLIP model is resolved here, before the first step, so an unreachable one fails
@@ -29,7 +43,7 @@ def training_callbacks(cfg) -> list[TrainingCallback]:
     from expertune.evaluate.eval_callback import EvalLossCallback
     from expertune.evaluate.validation import ValidationCallback
 
-    callbacks: list[TrainingCallback] = []
+    callbacks = []
     if cfg.validation_prompt or cfg.validation_using_datasets:
         clip_dir = None
         if cfg.evaluation_type == "clip":
@@ -48,10 +62,8 @@ def write_run_report(trainer) -> None:
     The report is derived and regenerable, so a failure here is logged, never raised:
     the trained model must not be lost to it.
     """
-    if not trainer.accelerator.is_main_process:
-        return
     from expertune.evaluate.report import write_report, write_run_config
-    from expertune.train.run import expert_role
+    from expertune.records.expert import expert_role
 
     cfg = trainer.cfg
     try:

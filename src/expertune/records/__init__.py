@@ -1,0 +1,1 @@
+"""What OUTPUT_DIR holds, named and read in one place (train/ writes, evaluate/ reads)."""
