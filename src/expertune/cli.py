@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one expert from a config file plus flags")
     t.add_argument("--config", help="config.env, config.json or config.toml")
 
+    m = sub.add_parser("moe", help="train K experts from one moe config (TOML or JSON)")
+    m.add_argument("--config", required=True, help="moe.toml or moe.json")
+    m.add_argument("--dry-run", action="store_true", help="print the plan; load no model")
+    m.add_argument("--only", metavar="NAME", help="train this one expert only")
+
     c = sub.add_parser("config", help="inspect a config")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     csub.add_parser = _no_abbrev(csub.add_parser)
@@ -105,6 +110,27 @@ def _cmd_train(args) -> int:
 
     result = train_expert(cfg)
     print(f"trained {result.steps} steps in {result.wall_s:.1f}s -> {cfg.output_dir}")
+    return 0
+
+
+def _cmd_moe(args) -> int:
+    from expertune.config.moe import describe, load_moe
+
+    moe = load_moe(args.config, _flags(args.flags))  # every config error before torch
+    if args.only is not None and args.only not in moe.names:
+        from expertune.errors import ConfigError
+
+        raise ConfigError(
+            f"--only {args.only}: {args.config} has no expert of that name; "
+            f"pick one of {', '.join(moe.names)}"
+        )
+    print(describe(moe))
+    if args.dry_run:
+        return 0
+    from expertune.app.moe import run_moe
+
+    written = run_moe(moe, only=args.only)
+    print(f"wrote {written}" if written else "experts still to train; manifest not written")
     return 0
 
 
@@ -184,6 +210,7 @@ def _cmd_report(args) -> int:
 COMMANDS = {
     "train": _cmd_train,
     "config": _cmd_config,
+    "moe": _cmd_moe,
     "generate": _cmd_generate,
     "tiny-model": _cmd_tiny_model,
     "demo": _cmd_demo,
@@ -218,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    if rest and args.command not in ("train", "config", "cache"):
+    if rest and args.command not in ("train", "config", "cache", "moe"):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.flags = rest
     _quiet_libraries()

@@ -22,3 +22,18 @@ def expert_role(cfg) -> str:
     plan = cfg.band_plan()
     lo, _ = cfg.expert_band()
     return role_of(len(plan), plan.band_of(lo))
+
+
+def read_record(folder) -> dict | None:
+    """The expertune.json of an expert folder (format 1 or 2), or None when there is none
+    or it is unreadable (a folder expertune did not finish)."""
+    import json
+    from pathlib import Path
+
+    from expertune.records.layout import EXPERT_FILE
+
+    try:
+        record = json.loads((Path(folder) / EXPERT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -78,3 +78,21 @@ def inference_scheduler_config(base_config: dict, param: Parameterisation) -> di
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
     config.update(param.as_dict())
     return config
+
+
+SDXL_BETAS = {  # what SDXL base 1.0 (and the embedded tiny models) ship with
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+
+
+def alphas_cumprod(base_config: dict | None, rescale_betas_zero_snr: bool) -> list[float]:
+    """alpha_bar(t) of a base model's schedule (SDXL's when None), zero-terminal SNR applied
+    when set: what SNR band edges are computed from."""
+    sched = DDPMScheduler(
+        **schedule_config(base_config or SDXL_BETAS),
+        rescale_betas_zero_snr=rescale_betas_zero_snr,
+    )
+    return sched.alphas_cumprod.tolist()
