@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_three_experts_train_in_their_bands_on_one_cache(work, head, monkeypatch
     assert names == ["high", "mid", "low"]
     bands = [e["band"] for e in manifest["experts"]]
     assert bands[0][1] == 999 and bands[-1][0] == 0
-    assert all(a[0] == b[1] + 1 for a, b in zip(bands, bands[1:], strict=False))
+    assert all(a[0] == b[1] + 1 for a, b in itertools.pairwise(bands))
     assert manifest["parameterisation"]["prediction_type"] == "v_prediction"
     # what each expert's UNet really received during training, in training order
     assert len(received) == 3 * STEPS

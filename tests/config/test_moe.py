@@ -12,7 +12,11 @@ from expertune.config.moe import describe, load_moe
 from expertune.errors import ConfigError
 
 SHARED = '[shared]\npretrained_model_name_or_path = "expertune/tiny-sdxl"\nlearning_rate = 2e-6\n'
-THREE = '[[experts]]\nname = "high"\nlearning_rate = 1e-5\n[[experts]]\nname = "mid"\n[[experts]]\nname = "low"\nmodel_type = "lora"\n'
+THREE = (
+    '[[experts]]\nname = "high"\nlearning_rate = 1e-5\n'
+    '[[experts]]\nname = "mid"\n'
+    '[[experts]]\nname = "low"\nmodel_type = "lora"\n'
+)
 
 
 def _write(tmp_path: Path, head: str, experts: str = THREE, shared: str = SHARED) -> Path:
