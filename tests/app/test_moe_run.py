@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from diffusers import UNet2DConditionModel
+from safetensors.torch import load_file
 
 from expertune.app.demo import prepare_workdir
 from expertune.cli import main
@@ -71,6 +73,10 @@ def test_three_experts_train_in_their_bands_on_one_cache(work, head, monkeypatch
         if i > 0:
             assert summary["encoder_forward_passes"] == 0, name
     assert (root / "low" / "pytorch_lora_weights.safetensors").is_file()
+    named = root / "low" / "low.lora.safetensors"  # one LoRA per expert, named after it
+    ours, default = load_file(named), load_file(root / "low" / "pytorch_lora_weights.safetensors")
+    assert ours.keys() == default.keys() and all(torch.equal(ours[k], default[k]) for k in ours)
+    assert not (root / "high" / "high.lora.safetensors").exists()  # a full expert has none
     # a second run finds every expert finished and trains nothing
     received.clear()
     assert main(["moe", "--config", str(config)]) == 0

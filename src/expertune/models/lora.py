@@ -43,17 +43,19 @@ def lora_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
     return convert_state_dict_to_diffusers(peft_state)
 
 
-def save_lora(unet: UNet2DConditionModel, out_dir: str | Path) -> Path:
-    """Write `out_dir/pytorch_lora_weights.safetensors`; returns the file's path."""
+def save_lora(
+    unet: UNet2DConditionModel, out_dir: str | Path, weight_name: str = WEIGHT_NAME
+) -> Path:
+    """Write `out_dir/<weight_name>` (diffusers' default name unless told); returns its path."""
     out = Path(out_dir)
     StableDiffusionXLPipeline.save_lora_weights(
         out,
         unet_lora_layers=lora_state_dict(unet),
         unet_lora_adapter_metadata=unet.peft_config[ADAPTER].to_dict(),
-        weight_name=WEIGHT_NAME,
+        weight_name=weight_name,
         safe_serialization=True,
     )
-    return out / WEIGHT_NAME
+    return out / weight_name
 
 
 def merge_lora(unet: UNet2DConditionModel) -> UNet2DConditionModel:

@@ -54,7 +54,9 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
         if cfg.model_type == "lora":
             from expertune.models.lora import merge_lora, save_lora
 
-            save_lora(unet, folder)
+            save_lora(unet, folder)  # what load_lora_weights(OUTPUT_DIR) finds
+            if cfg.expert_name:  # one clearly named LoRA per expert of a moe run
+                save_lora(unet, folder, weight_name=f"{cfg.expert_name}.lora.safetensors")
             unet = merge_lora(unet)
         assemble_pipeline(trainer.components, unet, trainer.param).save_pretrained(
             folder, safe_serialization=True
