@@ -65,6 +65,11 @@ class LoopState:
     skipped_steps: int = 0  # non-finite steps skipped under --skip_nonfinite_steps
     run_id: str = ""  # the run that wrote it ("" for checkpoints older than run ids)
     data_fingerprint: str = ""  # what decided the batch order (TrainingSet.fingerprint)
+    # What the weights were trained for; a resume that changes them is refused in
+    # preflight (resume_fit.py). Empty in checkpoints older than these fields.
+    band: list[int] | None = None  # [lo, hi] timesteps, inclusive
+    parameterisation: dict | None = None  # schedule.noise.Parameterisation.as_dict()
+    global_batch: int = 0  # samples per micro-step, all processes together
 
     @classmethod
     def from_json(cls, text: str) -> LoopState:
