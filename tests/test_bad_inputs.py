@@ -86,6 +86,52 @@ def _make_bad_things(work: Path, bad: Path) -> None:
     weights.write_bytes(bytes(data))
     _make_bad_runs(work, bad)
     _make_bad_models(work, bad)
+    _make_bad_config_files(work, bad)
+
+
+def _make_bad_config_files(work: Path, bad: Path) -> None:
+    """Repeated keys, byte-order marks, other encodings, required variables, bad dataloaders."""
+    model, data = work / "tiny-model", work / "data"
+    bom = b"\xef\xbb\xbf"
+    (bad / "repeat.json").write_text(
+        f'{{"model_name": "{model}",\n "learning_rate": 1e-4,\n "learning_rate": 1}}\n'
+    )
+    (bad / "repeat.toml").write_text(f'model_name = "{model}"\nseed = 1\nseed = 2\n')
+    for name, body in (
+        ("bom.json", f'{{"model_name": "{model}", "learning_rate": -1}}'),
+        ("bom.toml", f'model_name = "{model}"\nlearning_rate = -1\n'),
+        ("bom.env", f'export MODEL_NAME="{model}"\nexport SEED=x\n'),
+    ):
+        (bad / name).write_bytes(bom + body.encode())
+    latin1 = {
+        "latin1.json": f'{{"model_name": "{model}",\n"validation_prompt": "caf\xe9"}}',
+        "latin1.env": f'export MODEL_NAME="{model}"\n\nexport VALIDATION_PROMPT=caf\xe9\n',
+    }
+    for name, body in latin1.items():
+        (bad / name).write_bytes(body.encode("latin-1"))
+    stage1 = (work / "config" / "stage1.env").read_text()
+    for name, lines in (
+        ("required.env", 'export OUTPUT_DIR="${RUNS:?set RUNS to your runs folder}/x"\n'),
+        ("required-no-colon.env", "export OUTPUT_DIR=${RUNS?}\n"),
+        ("required-empty.env", 'export RUNS=""\nexport OUTPUT_DIR="${RUNS:?RUNS is empty}/x"\n'),
+    ):
+        (bad / name).write_text(stage1 + lines)
+    for name, entry in (
+        ("dataloader-type-s3.json", {"type": "aws"}),
+        ("dataloader-bad-resolution.json", {"resolution": "big"}),
+        ("dataloader-bad-crop-style.json", {"crop": True, "crop_style": "middle"}),
+    ):
+        dataset = {"id": "x", "type": "local", "instance_data_dir": str(data), **entry}
+        (bad / name).write_text(json.dumps([dataset], indent=1))
+    from PIL import Image
+
+    (bad / "gif-data").mkdir()
+    Image.new("RGB", (64, 64)).save(bad / "gif-data" / "a.gif")
+    (bad / "gif-data" / "a.txt").write_text("a captioned gif\n")
+    (bad / "link-data").mkdir()
+    (bad / "link-data" / "a.png").symlink_to(bad / "deleted.png")
+    lines = ['"id": "x"', '"type": "local"', f'"instance_data_dir": "{data}"', '"resolution": 64']
+    (bad / "dataloader-repeat.json").write_text("[{" + ",\n".join(lines) + ',\n"resolution": 128}]')
 
 
 def _make_bad_runs(work: Path, bad: Path) -> None:

@@ -47,18 +47,16 @@ def load_image(path: str | Path, data: bytes | None = None) -> Image.Image:
     Raises DataError naming the file when it is empty, truncated, corrupt or not an image.
     """
     path = Path(path)
-    try:
-        with (
-            _named_warnings(path),
-            Image.open(path if data is None else io.BytesIO(data)) as opened,
-        ):
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-    except _DECODE_ERRORS as error:
-        raise _unreadable(path, error) from error
-    if image.width == 0 or image.height == 0:
-        raise DataError(f"image {path} has zero size; remove the file")
-    return to_rgb(image)
+    with _named_warnings(path):
+        try:
+            with Image.open(path if data is None else io.BytesIO(data)) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+        except _DECODE_ERRORS as error:
+            raise _unreadable(path, error) from error
+        if image.width == 0 or image.height == 0:
+            raise DataError(f"image {path} has zero size; remove the file")
+        return to_rgb(image)
 
 
 def read_size(path: str | Path, data: bytes) -> tuple[int, int]:

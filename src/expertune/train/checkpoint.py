@@ -91,6 +91,19 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def unfinished_dirs(output_dir: Path) -> list[Path]:
+    """`checkpoint-N` folders without COMPLETE (a save interrupted, or copied by hand):
+    never resumed from, and named when `latest` passes them over."""
+    if not output_dir.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), child)
+        for child in output_dir.iterdir()
+        if (m := _NAME.match(child.name)) and child.is_dir() and not (child / MARKER).is_file()
+    ]
+    return [p for _, p in sorted(found)]
+
+
 def verify(path: Path) -> LoopState:
     """The checkpoint's LoopState if every file matches its manifest; else CorruptCheckpoint."""
     try:
@@ -148,6 +161,7 @@ def latest_loadable(output_dir: Path) -> Path:
     """The newest checkpoint of OUTPUT_DIR's run whose files verify; corrupt ones are skipped."""
     ours = run_checkpoints(output_dir, current_run(output_dir))
     corrupt = []
+    unfinished = [p.name for p in unfinished_dirs(output_dir)]
     for path in reversed(ours):
         try:
             verify(path)
@@ -156,8 +170,19 @@ def latest_loadable(output_dir: Path) -> Path:
             continue
         if corrupt:
             log.warning("resuming from %s; skipped corrupt %s", path.name, ", ".join(corrupt))
+        newer = [n for n in unfinished if int(n.split("-")[1]) > int(path.name.split("-")[1])]
+        if newer:
+            log.warning(
+                "resuming from %s; %s %s no COMPLETE marker (a save was interrupted) and "
+                "cannot be resumed",
+                path.name,
+                ", ".join(newer),
+                "has" if len(newer) == 1 else "have",
+            )
         return path
     notes = [f"corrupt: {', '.join(corrupt)}"] if corrupt else []
+    if unfinished:
+        notes.append(f"without COMPLETE marker (unfinished saves): {', '.join(unfinished)}")
     if ignored := len(checkpoint_dirs(output_dir)) - len(ours):
         notes.append(f"{ignored} checkpoint(s) of an earlier run ignored, resume one by name")
     detail = f" ({'; '.join(notes)})" if notes else ""
@@ -208,7 +233,7 @@ def save_checkpoint(
     tmp = output_dir / f".checkpoint-{state.step}.tmp"
     earlier = run_checkpoints(output_dir, state.run_id or None)
     intact = f"{earlier[-1].name} is intact" if earlier else "no earlier checkpoint exists"
-    with saving(final.name, output_dir, intact):
+    with saving(final.name, output_dir, intact, resumable=bool(earlier)):
         _clear_leftovers(output_dir)
         try:
             tmp.mkdir()
