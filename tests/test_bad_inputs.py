@@ -130,6 +130,9 @@ def _make_bad_config_files(work: Path, bad: Path) -> None:
     (bad / "gif-data" / "a.txt").write_text("a captioned gif\n")
     (bad / "link-data").mkdir()
     (bad / "link-data" / "a.png").symlink_to(bad / "deleted.png")
+    cached = {"id": "x", "type": "local", "instance_data_dir": str(data),
+              "cache_dir_vae": str(bad / "a-file.txt" / "vae")}  # fmt: skip
+    (bad / "dataloader-cache-under-a-file.json").write_text(json.dumps([cached]))
     lines = ['"id": "x"', '"type": "local"', f'"instance_data_dir": "{data}"', '"resolution": 64']
     (bad / "dataloader-repeat.json").write_text("[{" + ",\n".join(lines) + ',\n"resolution": 128}]')
 

@@ -68,6 +68,8 @@ CASES = [
     case("dataloader-folder-missing", "train --config {stage1} --data_backend_config={bad}/dataloader-missing-folder.json", "no-such-images", "does not exist"),
     case("dataset-only-captioned-gifs", "train --config {stage1} --data_backend_config= --instance_data_dir={bad}/gif-data", "no usable images", "a.gif has a caption but is a .gif file", late=True),
     case("dataset-only-broken-links", "train --config {stage1} --data_backend_config= --instance_data_dir={bad}/link-data", "no usable images", "a.png is a broken link", late=True),
+    case("cache-dir-under-a-file", "train --config {stage1} --data_backend_config= --instance_data_dir={ws}/data --cache_dir={bad}/a-file.txt/cache", "cache folder", "a-file.txt is a file", "CACHE_DIR"),
+    case("dataset-cache-dir-under-a-file", "train --config {stage1} --data_backend_config={bad}/dataloader-cache-under-a-file.json", "cache folder", "a-file.txt is a file", "cache_dir_vae"),
     # OUTPUT_DIR and checkpoints
     case("output-dir-is-a-file", "train --config {stage1} --output_dir={bad}/a-file.txt", "a-file.txt is a file"),
     case("output-dir-under-a-file", "train --config {stage1} --output_dir={bad}/a-file.txt/sub", "a-file.txt is a file"),

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from expertune.data.cache import Cache, cache_key
+from expertune.errors import DataError
 
 
 def entry(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -95,8 +96,8 @@ def test_a_failed_write_leaves_the_old_entry_and_no_temp_file(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        cache.put("latents", KEY, entry(1))
+    with pytest.raises(DataError, match=r"cannot be written \(disk full\)"):
+        cache.put("latents", KEY, entry(1))  # one line for the user, not an OSError
     monkeypatch.undo()
     assert same(cache.get("latents", KEY), entry(0))
     assert len(list(cache.path("latents", KEY).parent.iterdir())) == 1

@@ -139,8 +139,10 @@ def prepare_data(
         evals = [item for i, item in enumerate(training) if i in held]
         training = [item for i, item in enumerate(training) if i not in held]
     validating = {spec.id for spec in specs if not spec.disable_validation}
+    training_set = TrainingSet(training, caches, specs, global_batch)
+    training_set.hold(encoded.claim)  # eval and validation samples are among its entries
     return PreparedData(
-        training=TrainingSet(training, caches, specs, global_batch),
+        training=training_set,
         eval_dataset=CachedDataset(evals, caches) if evals else None,
         validation_dataset=CachedDataset([i for i in training if i.dataset in validating], caches),
         stats=encoded.stats,
@@ -179,4 +181,6 @@ def eval_samples(cfg, components, *, progress: bool = False) -> CachedDataset | 
     plan.report.add_failures(encoded.failed)
     for spec in only_eval.images:
         require_images(spec, [i for i in encoded.items if i.dataset == spec.id], plan.report)
-    return CachedDataset(encoded.items, caches)
+    dataset = CachedDataset(encoded.items, caches)
+    dataset.hold(encoded.claim)
+    return dataset

@@ -34,6 +34,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_output_set(cfg)
     check_output_dir(out)
     check_dataset(cfg)
+    check_caches(cfg)
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )
@@ -99,6 +100,34 @@ def check_dataset(cfg: TrainConfig) -> None:
                 f"{spec.id!r} ({spec.instance_data_dir}); the next run would train on its "
                 "checkpoints' images: set OUTPUT_DIR outside the data folders"
             )
+
+
+def check_caches(cfg: TrainConfig) -> None:
+    """Every cache folder can be created, or holds entries, or can be written.
+
+    A read-only folder full of entries is fine (a shared warm cache); an empty read-only
+    one, or one under a file, would fail at the first entry, after the model loaded.
+    """
+    from expertune.data.cache_commands import cache_roots
+
+    for root in cache_roots(cfg):
+        parent = next((p for p in [root, *root.parents] if p.exists()), None)
+        if parent is None:
+            continue
+        if not parent.is_dir():
+            raise ConfigError(
+                f"cache folder {root} cannot be created: {parent} is a file; point CACHE_DIR "
+                "(or the dataset's cache_dir_vae / text_embeds cache_dir) at a folder"
+            )
+        if os.access(parent, os.W_OK | os.X_OK):
+            continue
+        if parent == root and any(root.glob("*/??/*.safetensors")):
+            continue  # a read-only warm cache: read, never written
+        state = "is empty and" if parent == root else f"cannot be created: {parent} is"
+        raise ConfigError(
+            f"cache folder {root} {state} not writable; make it writable or point CACHE_DIR "
+            "(or the dataset's cache_dir_vae / text_embeds cache_dir) at a writable folder"
+        )
 
 
 def check_buckets(cfg: TrainConfig, model_path: Path) -> None:
