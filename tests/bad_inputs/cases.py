@@ -120,7 +120,7 @@ CASES = [
     case("snr-gamma-nan", "train --config {stage1} --snr_gamma=nan", "--snr_gamma=nan", "finite"),
     # config files: repeated keys, byte-order marks, encodings, required variables, --config twice
     case("config-json-repeated-key", "train --config {bad}/repeat.json", "repeat.json", "'learning_rate' is set twice", "lines 2 and 3"),
-    case("config-toml-repeated-key", "train --config {bad}/repeat.toml", "repeat.toml", "not valid TOML", "line 3"),
+    case("config-toml-repeated-key", "train --config {bad}/repeat.toml", "repeat.toml", "'seed' is set twice (lines 2 and 3)"),
     case("config-json-bom-is-read", "train --config {bad}/bom.json", "learning_rate=-1", "greater than 0"),
     case("config-toml-bom-is-read", "train --config {bad}/bom.toml", "learning_rate=-1", "greater than 0"),
     case("config-env-bom-is-read", "train --config {bad}/bom.env", "SEED=x", "bom.env:2", "whole number"),

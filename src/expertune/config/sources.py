@@ -73,6 +73,22 @@ def _no_repeats(path: Path, text: str):
     return hook
 
 
+def _repeated_toml_key(text: str, message: str) -> tuple[str, list[int]] | None:
+    """(key, [first line, repeated line]) when tomllib refused a key written twice."""
+    found = re.search(r"Cannot overwrite a value \(at line (\d+)", message)
+    if not found:
+        return None
+    lines = text.splitlines()
+    at = int(found.group(1))
+    written = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", lines[at - 1]) if at <= len(lines) else None
+    if not written:
+        return None
+    key = written.group(1)
+    same = re.compile(rf"\s*{re.escape(key)}\s*=")
+    first = next((n for n, line in enumerate(lines[: at - 1], 1) if same.match(line)), None)
+    return (key, [first, at]) if first else None
+
+
 def _key_lines(text: str, key: str) -> list[int]:
     """Line numbers where `"key":` is written (best effort, for the message)."""
     written = re.compile(rf'"{re.escape(key)}"\s*:')
@@ -81,9 +97,17 @@ def _key_lines(text: str, key: str) -> list[int]:
 
 def read_toml(path: Path) -> Settings:
     """A TOML file of top-level SimpleTuner flags, keys with or without leading ``--``."""
+    text = read_text(path)
     try:
-        data = tomllib.loads(read_text(path))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
+        repeated = _repeated_toml_key(text, str(err))
+        if repeated:
+            key, lines = repeated
+            raise ConfigError(
+                f"{path}: key {key!r} is set twice (lines {lines[0]} and {lines[1]}); keep "
+                "one of them"
+            ) from None
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     return read_mapping(data, str(path))
 

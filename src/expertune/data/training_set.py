@@ -140,6 +140,12 @@ def prepare_data(
         training = [item for i, item in enumerate(training) if i not in held]
     validating = {spec.id for spec in specs if not spec.disable_validation}
     training_set = TrainingSet(training, caches, specs, global_batch)
+    plan.report.long_captions = long_captions(encoders, encoded.items)
+    plan.report.small_groups = [
+        (g.source, g.bucket, len(g.items) * (g.repeats + 1), global_batch)
+        for g in training_set.groups
+        if len(g.items) * (g.repeats + 1) < global_batch
+    ]
     training_set.hold(encoded.claim)  # eval and validation samples are among its entries
     return PreparedData(
         training=training_set,
@@ -149,6 +155,23 @@ def prepare_data(
         report=plan.report,
         fingerprints=fingerprints,
     )
+
+
+def long_captions(encoders: Encoders, items: Sequence[EncodedItem]) -> list[tuple]:
+    """(image, tokens, limit) for captions the text encoders cut at their token limit.
+
+    Caption embeddings are made with truncation (as SDXL's pipeline does); this says how
+    much each long caption lost. Needs only the tokenizers, so a warm cache reports it too.
+    """
+    tokenizer = encoders.tokenizer or encoders.tokenizer_2
+    if tokenizer is None or not items:
+        return []
+    limit = int(tokenizer.model_max_length)
+    captions = sorted({item.caption for item in items})
+    lengths = dict(zip(captions, (len(ids) for ids in tokenizer(captions).input_ids), strict=True))
+    return [
+        (item.path, lengths[item.caption], limit) for item in items if lengths[item.caption] > limit
+    ]
 
 
 def eval_samples(cfg, components, *, progress: bool = False) -> CachedDataset | None:
