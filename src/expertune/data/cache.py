@@ -111,11 +111,17 @@ class MemoryStore:
 
 
 def default_memory_budget() -> int:
-    """Half the memory free when the run starts (4 GiB where the system does not say)."""
+    """Half the memory free when the run starts (4 GiB where the system does not say),
+    shared by the training processes of this machine (each holds its own copy)."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
-        return 4 << 30
+        free = 8 << 30
+    try:
+        local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    except ValueError:
+        local_processes = 1
+    return free // 2 // local_processes
 
 
 class Cache:
