@@ -9,7 +9,6 @@ import pytest
 
 from expertune.config import load_config
 from expertune.errors import ConfigError
-from expertune.train.preflight import check_caches, check_output_dir
 
 
 def _read_only(monkeypatch, folder) -> None:
@@ -22,6 +21,8 @@ def _read_only(monkeypatch, folder) -> None:
 def test_an_empty_read_only_cache_is_refused_before_the_model_loads(
     train_ws, tmp_path, monkeypatch
 ):
+    from expertune.train.preflight import check_caches
+
     cache = tmp_path / "cache"
     cache.mkdir()
     cfg = load_config(
@@ -41,6 +42,24 @@ def test_an_empty_read_only_cache_is_refused_before_the_model_loads(
 
 
 def test_an_output_dir_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    from expertune.train.preflight import check_output_dir
+
     _read_only(monkeypatch, tmp_path)
     with pytest.raises(ConfigError, match="is not writable"):
         check_output_dir(tmp_path / "out")
+
+
+def test_a_refused_resume_leaves_metrics_of_the_earlier_run(train_ws, tmp_path, capsys):
+    from train_support import train_args
+
+    from expertune.cli import main
+
+    out = tmp_path / "out"
+    assert main(train_args(train_ws, out, "--max_train_steps=4", "--checkpointing_steps=2")) == 0
+    before = (out / "metrics.jsonl").read_bytes()
+    assert len(before.splitlines()) == 4
+    capsys.readouterr()
+    resume = ("--resume_from_checkpoint=checkpoint-2", "--max_train_steps=4")
+    assert main(train_args(train_ws, out, *resume, "--train_batch_size=3")) == 2
+    assert "not a whole number of batches of 3" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_bytes() == before  # steps 3 and 4 are still there
