@@ -84,6 +84,109 @@ def _make_bad_things(work: Path, bad: Path) -> None:
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
+    _make_bad_runs(work, bad)
+    _make_bad_models(work, bad)
+    _make_bad_config_files(work, bad)
+
+
+def _make_bad_config_files(work: Path, bad: Path) -> None:
+    """Repeated keys, byte-order marks, other encodings, required variables, bad dataloaders."""
+    model, data = work / "tiny-model", work / "data"
+    bom = b"\xef\xbb\xbf"
+    (bad / "repeat.json").write_text(
+        f'{{"model_name": "{model}",\n "learning_rate": 1e-4,\n "learning_rate": 1}}\n'
+    )
+    (bad / "repeat.toml").write_text(f'model_name = "{model}"\nseed = 1\nseed = 2\n')
+    for name, body in (
+        ("bom.json", f'{{"model_name": "{model}", "learning_rate": -1}}'),
+        ("bom.toml", f'model_name = "{model}"\nlearning_rate = -1\n'),
+        ("bom.env", f'export MODEL_NAME="{model}"\nexport SEED=x\n'),
+    ):
+        (bad / name).write_bytes(bom + body.encode())
+    latin1 = {
+        "latin1.json": f'{{"model_name": "{model}",\n"validation_prompt": "caf\xe9"}}',
+        "latin1.env": f'export MODEL_NAME="{model}"\n\nexport VALIDATION_PROMPT=caf\xe9\n',
+    }
+    for name, body in latin1.items():
+        (bad / name).write_bytes(body.encode("latin-1"))
+    stage1 = (work / "config" / "stage1.env").read_text()
+    for name, lines in (
+        ("required.env", 'export OUTPUT_DIR="${RUNS:?set RUNS to your runs folder}/x"\n'),
+        ("required-no-colon.env", "export OUTPUT_DIR=${RUNS?}\n"),
+        ("required-empty.env", 'export RUNS=""\nexport OUTPUT_DIR="${RUNS:?RUNS is empty}/x"\n'),
+    ):
+        (bad / name).write_text(stage1 + lines)
+    for name, entry in (
+        ("dataloader-type-s3.json", {"type": "aws"}),
+        ("dataloader-bad-resolution.json", {"resolution": "big"}),
+        ("dataloader-bad-crop-style.json", {"crop": True, "crop_style": "middle"}),
+    ):
+        dataset = {"id": "x", "type": "local", "instance_data_dir": str(data), **entry}
+        (bad / name).write_text(json.dumps([dataset], indent=1))
+    from PIL import Image
+
+    (bad / "gif-data").mkdir()
+    Image.new("RGB", (64, 64)).save(bad / "gif-data" / "a.gif")
+    (bad / "gif-data" / "a.txt").write_text("a captioned gif\n")
+    (bad / "link-data").mkdir()
+    (bad / "link-data" / "a.png").symlink_to(bad / "deleted.png")
+    cached = {"id": "x", "type": "local", "instance_data_dir": str(data),
+              "cache_dir_vae": str(bad / "a-file.txt" / "vae")}  # fmt: skip
+    (bad / "dataloader-cache-under-a-file.json").write_text(json.dumps([cached]))
+    lines = ['"id": "x"', '"type": "local"', f'"instance_data_dir": "{data}"', '"resolution": 64']
+    (bad / "dataloader-repeat.json").write_text("[{" + ",\n".join(lines) + ',\n"resolution": 128}]')
+
+
+def _make_bad_runs(work: Path, bad: Path) -> None:
+    """Crashed runs (checkpoints, no published expert), a dangling link, a held lock."""
+    from filelock import FileLock
+
+    from expertune.train import checkpoint as ckpt
+    from expertune.train.output_lock import INFO_FILE, LOCK_FILE
+
+    crashed = bad / "crashed-out"
+    shutil.copytree(work / "stage1", crashed, symlinks=True)
+    (crashed / "expertune.json").unlink()  # it crashed before publishing
+    later = bad / "crashed-at-5"
+    shutil.copytree(crashed, later, symlinks=True)
+    (later / "checkpoint-1").rename(later / "checkpoint-5")
+    state = json.loads((later / "checkpoint-5" / "state.json").read_text())
+    (later / "checkpoint-5" / "state.json").write_text(json.dumps({**state, "step": 5}))
+    ckpt._seal(later / "checkpoint-5")
+    (bad / "unfinished-out" / "checkpoint-3").mkdir(parents=True)  # no COMPLETE marker
+    (bad / "dangling-out").symlink_to(bad / "nowhere" / "out")
+    locked = bad / "locked-out"
+    locked.mkdir()
+    lock = FileLock(locked / LOCK_FILE)
+    lock.acquire()
+    _HELD.append(lock)
+    (locked / INFO_FILE).write_text(json.dumps({"pid": 4242, "host": "elsewhere", "started": 0}))
+    res96 = [{"id": "res96", "type": "local", "instance_data_dir": str(work / "data"),
+              "resolution": 96, "resolution_type": "pixel"}]  # fmt: skip
+    (bad / "dataloader-res-96.json").write_text(json.dumps(res96))
+
+
+_HELD: list = []  # locks the workspace holds for the whole module, as a running job would
+
+
+def _make_bad_models(work: Path, bad: Path) -> None:
+    """SDXL-labelled folders whose configs do not fit SDXL, and unreadable model indexes."""
+    unets = {
+        "sd15-unet": {"addition_embed_type": None, "cross_attention_dim": 768},
+        "wide-unet": {"cross_attention_dim": 2048},
+        "refiner-unet": {"projection_class_embeddings_input_dim": 72},
+    }
+    for name, changes in unets.items():
+        shutil.copytree(work / "tiny-model", bad / name)
+        config = bad / name / "unet" / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), **changes}))
+    for name, raw in (
+        ("index-garbage", b'{"_class_name": "StableDiffusionXLPipeline",,}'),
+        ("index-list", b'["StableDiffusionXLPipeline"]'),
+        ("index-latin1", '{"_class_name": "Stable\xe9"}'.encode("latin-1")),
+    ):
+        (bad / name).mkdir()
+        (bad / name / "model_index.json").write_bytes(raw)
 
 
 def _render(command: str, ws: Path, scratch: Path) -> list[str]:

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser = _no_abbrev(sub.add_parser)
 
     t = sub.add_parser("train", help="train one expert from a config file plus flags")
-    t.add_argument("--config", help="config.env, config.json or config.toml")
+    t.add_argument("--config", action="append", help="config.env, config.json or config.toml")
 
     m = sub.add_parser("moe", help="train K experts from one moe config (TOML or JSON)")
     m.add_argument("--config", required=True, help="moe.toml or moe.json")
@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     csub.add_parser = _no_abbrev(csub.add_parser)
     show = csub.add_parser("show", help="print the resolved config (no model, no network)")
-    show.add_argument("--config", help="config.env, config.json or config.toml")
+    show.add_argument("--config", action="append", help="config.env, config.json or config.toml")
     show.add_argument("--json", action="store_true", help="one JSON object")
 
     g = sub.add_parser("generate", help="base then refiner, handing over latents (the seed)")
@@ -105,7 +105,7 @@ def _no_abbrev(add_parser):
 def _cmd_train(args) -> int:
     from expertune.config import load_config
 
-    cfg = load_config(args.config, _flags(args.flags))  # config errors before importing torch
+    cfg = load_config(_one_config(args.config), _flags(args.flags))  # errors before torch
     from expertune.app.train import train_expert
 
     result = train_expert(cfg)
@@ -137,7 +137,7 @@ def _cmd_moe(args) -> int:
 def _cmd_config(args) -> int:
     from expertune.config import load_config, show_config
 
-    cfg = load_config(args.config, _flags(args.flags))
+    cfg = load_config(_one_config(args.config), _flags(args.flags))
     print(show_config(cfg, as_json=args.json))
     return 0
 
@@ -218,6 +218,18 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
 }
+
+
+def _one_config(given: list[str] | None) -> str | None:
+    """The one --config of train / config show; a second one would silently win."""
+    from expertune.errors import ConfigError
+
+    if given and len(given) > 1:
+        raise ConfigError(
+            f"--config is given {len(given)} times ({', '.join(given)}); give one config "
+            "file and put further settings after it as flags"
+        )
+    return given[0] if given else None
 
 
 def _flags(rest: list[str]) -> list[str]:

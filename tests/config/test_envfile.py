@@ -167,3 +167,13 @@ def test_wrong_type_names_env_name_and_line(write):
 def test_flags_read_from_env_file_keep_raw_strings(write):
     settings = read_file(write("config.env", MODEL + "SEED=7\n"))
     assert settings["seed"].value == "7" and settings["seed"].written == "SEED"
+
+
+def test_required_variables_expand_or_stop_with_their_message(write):
+    ok = write("ok.env", 'BASE=/runs\nMODEL_NAME=m\nOUTPUT_DIR="${BASE:?set BASE}/one"\n')
+    assert load_config(ok, []).output_dir == "/runs/one"
+    missing = write("missing.env", 'MODEL_NAME=m\nOUTPUT_DIR="${BASE:?set BASE to the runs}/x"\n')
+    with pytest.raises(ConfigError, match=r"OUTPUT_DIR at .*missing.env:2: .*set BASE to the runs"):
+        load_config(missing, [])
+    empty = write("empty.env", 'BASE=\nMODEL_NAME=m\nOUTPUT_DIR="${BASE?}/x"\n')
+    assert load_config(empty, []).output_dir == "/x"  # without the colon, empty is allowed

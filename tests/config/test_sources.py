@@ -154,3 +154,29 @@ def test_repeated_validation_prompt_collects_every_prompt():
         ["--model_name=x/y", "--validation_prompt", "a cat", "--validation_prompt=a dog"],
     )
     assert cfg.validation_prompts == ("a cat", "a dog")
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("bom.json", '\ufeff{"model_name": "m", "learning_rate": 3e-5}'),
+        ("bom.toml", '\ufeffmodel_name = "m"\nlearning_rate = 3e-5\n'),
+        ("bom.env", '\ufeffexport MODEL_NAME="m"\nexport LEARNING_RATE=3e-5\n'),
+    ],
+)
+def test_a_byte_order_mark_is_accepted(write, name, text):
+    cfg = load_config(write(name, text), [])
+    assert cfg.pretrained_model_name_or_path == "m" and cfg.learning_rate == 3e-5
+
+
+def test_a_key_written_twice_is_refused_naming_both_lines(write):
+    path = write("twice.json", '{"model_name": "m",\n"seed": 1,\n"--seed": 2,\n"seed": 3}')
+    assert "key 'seed' is set twice (lines 2 and 4)" in _error(path)
+    toml = write("twice.toml", 'model_name = "m"\nseed = 1\n\nseed = 2\n')
+    assert "key 'seed' is set twice (lines 2 and 4)" in _error(toml)
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes(b'{"model_name": "m",\n\n "validation_prompt": "caf\xe9"}')
+    assert "latin1.json:3 is not UTF-8 text" in _error(path)

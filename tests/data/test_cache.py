@@ -6,11 +6,13 @@ import multiprocessing
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from expertune.data.cache import Cache, cache_key
+from expertune.errors import DataError
 
 
 def entry(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -95,8 +97,8 @@ def test_a_failed_write_leaves_the_old_entry_and_no_temp_file(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        cache.put("latents", KEY, entry(1))
+    with pytest.raises(DataError, match=r"cannot be written \(disk full\)"):
+        cache.put("latents", KEY, entry(1))  # one line for the user, not an OSError
     monkeypatch.undo()
     assert same(cache.get("latents", KEY), entry(0))
     assert len(list(cache.path("latents", KEY).parent.iterdir())) == 1
@@ -152,3 +154,16 @@ def test_kind_and_key_cannot_escape_the_root(tmp_path):
         cache.get("../x", KEY)
     with pytest.raises(ValueError):
         cache.get("latents", "../" + KEY[3:])
+
+
+def test_the_memory_budget_is_shared_by_the_processes_of_a_machine(monkeypatch):
+    from expertune.data.cache import MemoryStore, default_memory_budget
+
+    one = default_memory_budget()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert 0 < default_memory_budget() <= one // 4 + (256 << 20)  # free memory moves a bit
+    store = MemoryStore(budget=200)
+    store.keep(Path("r"), "latents", KEY, {"x": torch.zeros(40)})  # 160 bytes: kept
+    store.keep(Path("r"), "latents", "b" * 64, {"x": torch.zeros(40)})  # would pass 200
+    assert store.recall(Path("r"), "latents", KEY) is not None and store.used == 160
+    assert store.recall(Path("r"), "latents", "b" * 64) is None

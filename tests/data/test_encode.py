@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from transformers import CLIPTokenizer
 
-from expertune.data.cache import Cache
+from expertune.data.cache import Cache, Caches
 from expertune.data.cached_dataset import CachedDataset
 from expertune.data.demo_images import make_demo_images
 from expertune.data.encode import (
@@ -284,3 +284,63 @@ def test_tokenizer_fingerprint_ignores_the_state_a_call_leaves(tokenizer_dir):
     assert tokenizer_fingerprint(fresh) == before
     padded_with_bang = CLIPTokenizer.from_pretrained(tokenizer_dir, pad_token="!")
     assert tokenizer_fingerprint(padded_with_bang) != before
+
+
+def _flip_last_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the header and length still look right: only the digest tells
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_entry_is_found_at_its_first_read_and_rebuilt(samples, encoders, tmp_path):
+    from expertune.data.keys import LATENTS, TEXT
+
+    first = build(samples, encoders, tmp_path)
+    item = first.items[2]
+    _flip_last_byte(Cache(tmp_path).path(LATENTS, item.latent_key))
+    _flip_last_byte(Cache(tmp_path).path(TEXT, item.text_key))
+    caches = Caches()
+    again = build(samples, encoders, tmp_path, caches=caches)
+    assert (again.stats.latents_encoded, again.stats.captions_encoded) == (1, 1)
+    assert caches(tmp_path).counts[LATENTS].corrupt == 1
+    assert Cache(tmp_path).check(LATENTS, item.latent_key) == "ok"
+    served = CachedDataset(again.items, caches)[2]
+    expected = CachedDataset(first.items)[2]
+    torch.testing.assert_close(served["latents"], expected["latents"], rtol=0, atol=1e-6)
+
+
+def test_a_training_step_reads_no_file_and_hashes_nothing(samples, encoders, tmp_path, monkeypatch):
+    import expertune.data.cache as cache_module
+
+    build(samples, encoders, tmp_path)  # a warm cache: the next build only reads
+    caches = Caches()
+    encoded = build(samples, encoders, tmp_path, caches=caches)
+    dataset = CachedDataset(encoded.items, caches)
+    expected = [CachedDataset(encoded.items)[i] for i in range(len(dataset))]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the hot path read or hashed a cache file")
+
+    monkeypatch.setattr(cache_module, "_read", forbidden)
+    monkeypatch.setattr(cache_module, "tensors_digest", forbidden)
+    for _ in range(3):  # every step, every epoch: from memory
+        for index in range(len(dataset)):
+            for key, value in dataset[index].items():
+                assert torch.equal(value, expected[index][key])
+
+
+def test_without_memory_entries_are_read_but_not_hashed_again(
+    samples, encoders, tmp_path, monkeypatch
+):
+    import expertune.data.cache as cache_module
+
+    build(samples, encoders, tmp_path)
+    caches = Caches(memory_budget=0)  # nothing fits: served from disk
+    encoded = build(samples, encoders, tmp_path, caches=caches)
+    hashed = []
+    real = cache_module.tensors_digest
+    monkeypatch.setattr(cache_module, "tensors_digest", lambda t: hashed.append(1) or real(t))
+    dataset = CachedDataset(encoded.items, caches)
+    for index in range(len(dataset)):
+        assert dataset[index]["latents"].shape[0] == 4
+    assert hashed == []  # verified once by the build, never again in the run

@@ -85,3 +85,74 @@ def test_unreadable_caption_file_skips_its_image(tmp_path):
     (tmp_path / "x.txt").write_bytes(b"\xff\xfe\xfa bad")
     result = scan_folder(tmp_path)
     assert not result.samples and "x.txt" in result.skipped[0][1]
+
+
+def test_folder_links_are_followed_and_loops_stop(tmp_path):
+    root = tmp_path / "data"
+    image(root / "a.png")
+    image(tmp_path / "elsewhere" / "b.png")
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "back").symlink_to(root, target_is_directory=True)  # a loop
+    (root / "again").symlink_to(root / "linked", target_is_directory=True)  # seen twice
+    result = scan_folder(root)
+    names = [p.relative_to(root).as_posix() for p in (s.path for s in result.samples)]
+    assert names == ["a.png", "again/b.png"]  # each folder once, whichever path came first
+    assert result.skipped == []
+
+
+def test_what_the_walk_cannot_use_is_named(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "data"
+    image(root / "a.png")
+    image(root / "locked" / "c.png")
+    Image.new("RGB", (8, 8)).save(root / "anim.gif")
+    (root / "anim.txt").write_text("a captioned gif")
+    Image.new("RGB", (8, 8)).save(root / "scan.tiff")
+    (root / "scan.txt").write_text("a captioned tiff")
+    (root / "gone.png").symlink_to(tmp_path / "deleted.png")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("locked"):  # root reads everything, so refuse by hand
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = scan_folder(root)
+    assert [s.path.name for s in result.samples] == ["a.png"]
+    reasons = {p.name: why for p, why in result.skipped}
+    assert "cannot read folder" in reasons["locked"] and "Permission denied" in reasons["locked"]
+    assert "is a .gif file, which is not trained" in reasons["anim.gif"]
+    assert "is a .tiff file" in reasons["scan.tiff"]
+    assert "broken link" in reasons["gone.png"]
+
+
+def test_an_unreadable_folder_is_not_reported_as_empty(tmp_path, monkeypatch):
+    import os
+
+    from expertune.data.dataset_config import single_folder
+    from expertune.data.planning import require_images
+    from expertune.data.report import DataReport
+
+    root = tmp_path / "data"
+    image(root / "a.png")
+    monkeypatch.setattr(os, "scandir", lambda p=".": (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(p))
+    ))  # fmt: skip
+    report = DataReport(skipped=scan_folder(root).skipped)
+    with pytest.raises(DataError) as err:
+        require_images(single_folder(str(root), 64).images[0], [], report)
+    assert "cannot read folder" in str(err.value) and "no image files found" not in str(err.value)
+
+
+def test_pillow_warnings_name_the_file(tmp_path, monkeypatch, caplog):
+    from expertune.data.images import read_size
+
+    path = image(tmp_path / "big.png", size=(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 - 100)  # a "decompression bomb"
+    with caplog.at_level("WARNING"):
+        assert read_size(path, path.read_bytes()) == (64, 64)
+    assert any(
+        str(path) in r.getMessage() and "exceeds limit" in r.getMessage() for r in caplog.records
+    )

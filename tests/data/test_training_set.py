@@ -245,3 +245,27 @@ def test_a_dataset_left_empty_is_an_error_before_training(
         DataError, match=r"'instance_data_dir' .* no usable images \(2 files skipped"
     ):
         prepare_data(cfg, tiny_components, global_batch=1, progress=False)
+
+
+def test_long_captions_and_batches_of_copies_are_told(tiny_model_dir, tiny_components, tmp_path):
+    folder = tmp_path / "one"
+    (image,) = make_demo_images(folder, n=1, size=64)
+    image.with_suffix(".txt").write_text("a red circle " * 40)  # 120 words, over 77 tokens
+    cfg = TrainConfig(
+        pretrained_model_name_or_path=str(tiny_model_dir),
+        instance_data_dir=str(folder),
+        cache_dir=str(tmp_path / "cache"),
+        resolution=64,
+    )
+    data = prepare_data(cfg, tiny_components, global_batch=8, progress=False)
+    ((path, tokens, kept),) = data.report.long_captions
+    tokens_seen = len(tiny_components.tokenizer(image.with_suffix(".txt").read_text()).input_ids)
+    assert path == image and kept == 77 and tokens == tokens_seen > 77
+    assert data.report.small_groups == [("instance_data_dir", (64, 64), 1, 8)]
+    summary = data.report.summary()
+    assert f"1 caption longer than the text encoder's 77 tokens cut to 77 (e.g. {image}" in summary
+    assert f"{tokens - 77} cut" in summary
+    assert (
+        "has 1 sample per epoch for a batch of 8: each batch repeats them (8 copies of 1)"
+        in summary
+    )

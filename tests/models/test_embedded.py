@@ -142,3 +142,8 @@ def test_training_with_the_reserved_name(tmp_path, monkeypatch, builds):
         assert (tmp_path / run / "model_index.json").is_file()
     assert len(builds) == 1  # the second job reused the first job's build
     assert builds[0].parent == tmp_path / "home" / ".cache" / "expertune"
+
+
+def test_the_built_folder_is_readable_by_every_user(tmp_path, builds):
+    folder = tiny_model_folder(tmp_path)
+    assert folder.stat().st_mode & 0o555 == 0o555  # not mkdtemp's 0700: a shared cache works

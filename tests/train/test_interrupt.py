@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize(
-    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+    "sig, code",
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
     train_ws, tmp_path, sig, code

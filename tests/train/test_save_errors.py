@@ -48,6 +48,20 @@ def test_disk_full_during_a_checkpoint(train_ws, tmp_path, monkeypatch, capsys):
     assert not (out / ".checkpoint-4.tmp").exists()
 
 
+def test_disk_full_at_the_first_checkpoint_advises_running_again(
+    train_ws, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    _disk_full_on(monkeypatch, ckpt, "_seal", nth=1)
+    code = main(train_args(train_ws, out, "--max_train_steps=4", "--checkpointing_steps=2"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "could not write checkpoint-2" in last
+    assert "no earlier checkpoint exists" in last
+    assert "run the same command again (no checkpoint exists yet" in last
+    assert "--resume_from_checkpoint latest" not in last  # it would fail: nothing to resume
+    assert ckpt.checkpoint_dirs(out) == []
+
+
 def test_disk_full_while_publishing_keeps_the_previous_pipeline(
     train_ws, tmp_path, monkeypatch, capsys
 ):

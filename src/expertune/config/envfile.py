@@ -21,9 +21,11 @@ from dotenv.variables import Variable, parse_variables
 from expertune.config.argv import read_argv
 from expertune.config.names import ENV_TO_FLAG, EXTRA_ARGS_ENV, flag_for_env
 from expertune.config.setting import Setting, Settings
+from expertune.config.text import read_config_text
 from expertune.errors import ConfigError
 
 _UNBRACED = re.compile(r"(?<!\\)\$([A-Za-z_][A-Za-z0-9_]*)")
+_REQUIRED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?)\?([^}]*)\}")
 _SINGLE_QUOTED = re.compile(r"\s*(?:export\s+)?(?:'[^']+'|[^=#\s]+)[^\S\r\n]*=[^\S\r\n]*'")
 
 
@@ -61,10 +63,7 @@ def read_env_file(path: Path) -> Settings:
 
 def assignments(path: Path) -> list[Assignment]:
     """The file's ``KEY=value`` lines; a line dotenv cannot parse is a ConfigError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason})") from None
+    text = read_config_text(path)
     found = []
     for binding in parse_stream(io.StringIO(text)):
         raw = binding.original.string
@@ -91,7 +90,8 @@ def expand(path: Path, a: Assignment, earlier: dict[str, str]) -> tuple[set[str]
     """The names ``a`` references and its value with them expanded from ``earlier``."""
     if _SINGLE_QUOTED.match(a.text):
         return set(), a.value
-    atoms = list(parse_variables(_UNBRACED.sub(r"${\1}", a.value)))
+    value, required = _required(path, a, earlier)
+    atoms = list(parse_variables(_UNBRACED.sub(r"${\1}", value)))
     names = set()
     for atom in atoms:
         if not isinstance(atom, Variable):
@@ -103,7 +103,28 @@ def expand(path: Path, a: Assignment, earlier: dict[str, str]) -> tuple[set[str]
                 "in this file; expertune reads no environment variables, so set it above or "
                 "write the value out"
             )
-    return names, "".join(atom.resolve(earlier) for atom in atoms)
+    return names | required, "".join(atom.resolve(earlier) for atom in atoms)
+
+
+def _required(path: Path, a: Assignment, earlier: dict[str, str]) -> tuple[str, set[str]]:
+    """The value with ``${VAR:?message}`` / ``${VAR?message}`` replaced by VAR's value; an
+    unset VAR (or empty, for ``:?``) is a ConfigError carrying the message, as in bash."""
+    names: set[str] = set()
+
+    def one(match: re.Match) -> str:
+        name, colon, message = match.group(1), match.group(2), match.group(3)
+        names.add(name)
+        value = earlier.get(name)
+        if value is None or (colon and not value):
+            said = message.strip() or f"{name} must be set"
+            raise ConfigError(
+                f"{a.key} at {path}:{a.line}: ${{{name}{colon}?...}}: {said} ({name} is not "
+                f"set{'' if value is None else ' to a value'} earlier in this file; "
+                "expertune reads no environment variables)"
+            )
+        return value
+
+    return _REQUIRED.sub(one, a.value), names
 
 
 def extra_args(path: Path, value: str, chain: list[Assignment]) -> Settings:

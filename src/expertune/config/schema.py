@@ -21,7 +21,7 @@ SDXL_TRAIN_TIMESTEPS = 1000
 class TrainConfig(BaseModel):
     """Everything one training job needs; built by ``expertune.config.load_config``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     # model
     model_type: Literal["full", "lora"] = "full"  # train every weight, or a LoRA adapter
@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     adam_epsilon: float = Field(1e-8, gt=0)
     max_train_steps: int | None = Field(None, ge=1)  # when set, overrides num_train_epochs
     num_train_epochs: int = Field(1, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**63)  # generators take 64 bits; offsets are added
     # outputs and checkpoints
     output_dir: str = "output"
     cache_dir: str = "cache"  # latents and text embeddings, shared between experts

@@ -9,6 +9,11 @@ or nothing. A per-entry file lock lets concurrent builders compute each entry on
 Reads check the safetensors header against the file length and a sha256 of the tensors
 stored in the metadata; anything that fails is a miss, and rebuilding overwrites it.
 
+Within a run, an entry's digest is checked once, when the build first reads it (a
+damaged entry is then a miss and is rebuilt); the tensors are kept in memory while they
+fit (`MemoryStore`), so a training step serves them without reading or hashing a file.
+An entry that did not fit is read again from disk without re-hashing.
+
 `kill -9` at any point leaves only whole entries and, at worst, a `.*.tmp` file or a
 `.lock` file that no reader looks at (`leftovers` lists them; `expertune cache prune`
 removes old ones): the kernel keeps a killed process's writes. Entries are not fsynced:
@@ -35,6 +40,8 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
+
+from expertune.errors import DataError
 
 Tensors = dict[str, torch.Tensor]
 DIGEST_KEY = "expertune_sha256"
@@ -83,14 +90,50 @@ class KindCounts:
     corrupt: int = 0
 
 
+class MemoryStore:
+    """Verified entries kept in memory for the run, up to `budget` bytes (module docstring)."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = default_memory_budget() if budget is None else budget
+        self.used = 0
+        self._entries: dict[tuple[Path, str, str], Tensors] = {}
+
+    def keep(self, root: Path, kind: str, key: str, tensors: Tensors) -> None:
+        if (root, kind, key) in self._entries:
+            return
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        if self.used + size <= self.budget:
+            self._entries[(root, kind, key)] = tensors
+            self.used += size
+
+    def recall(self, root: Path, kind: str, key: str) -> Tensors | None:
+        return self._entries.get((root, kind, key))
+
+
+def default_memory_budget() -> int:
+    """Half the memory free when the run starts (4 GiB where the system does not say),
+    shared by the training processes of this machine (each holds its own copy)."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        free = 8 << 30
+    try:
+        local_processes = max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    except ValueError:
+        local_processes = 1
+    return free // 2 // local_processes
+
+
 class Cache:
     """Tensors by (kind, key) under `root`; see the module docstring for the guarantees."""
 
     key = staticmethod(cache_key)
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, memory: MemoryStore | None = None) -> None:
         self.root = Path(root)
         self.counts: dict[str, KindCounts] = {}
+        self.memory = memory if memory is not None else MemoryStore(0)
+        self._verified: set[tuple[str, str]] = set()  # digests checked in this run
 
     @property
     def hits(self) -> int:
@@ -110,6 +153,26 @@ class Cache:
         """The entry's tensors if present and intact, else None (counted as a miss)."""
         return self._count(kind, *_read(self.path(kind, key), full=True))
 
+    def load(self, kind: str, key: str) -> Tensors | None:
+        """`get`, remembering that the digest was checked and keeping the tensors in memory
+        when they fit: the first read of an entry in a run."""
+        found = self.get(kind, key)
+        if found is not None:
+            self._verified.add((kind, key))
+            self.memory.keep(self.root, kind, key, found)
+        return found
+
+    def serve(self, kind: str, key: str) -> Tensors | None:
+        """The tensors of an entry this run already loaded or stored: from memory, or read
+        again without re-hashing (the length check still applies); None if it is gone.
+        Uncounted: this is the training hot path, not a lookup."""
+        found = self.memory.recall(self.root, kind, key)
+        if found is not None:
+            return found
+        if (kind, key) not in self._verified:
+            return self.load(kind, key)
+        return _read(self.path(kind, key), full=True, check_digest=False)[1]
+
     def contains(self, kind: str, key: str, count: bool = True) -> bool:
         """Whether an intact-looking entry exists, checking header and length, not data.
 
@@ -126,8 +189,26 @@ class Cache:
         # One metadata key: safetensors writes a map's keys in a per-process random order,
         # and one key keeps an entry's bytes the same whichever process wrote it.
         metadata = {DIGEST_KEY: tensors_digest(stored)}
-        _atomic_write(self.path(kind, key), save_bytes(stored, metadata=metadata))
+        with self._writing():
+            _atomic_write(self.path(kind, key), save_bytes(stored, metadata=metadata))
+        self._verified.add((kind, key))
+        self.memory.keep(self.root, kind, key, stored)
         return stored
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A folder that cannot be written (read-only, under a file, full) is one DataError."""
+        try:
+            yield
+        except Timeout:  # a TimeoutError, so an OSError: another builder holds the lock
+            raise
+        except OSError as err:
+            raise DataError(
+                f"cache folder {self.root} cannot be written ({err.strerror or err}) and "
+                "entries are missing there; make it writable (or free space), or point "
+                "CACHE_DIR (or the dataset's cache_dir_vae / text_embeds cache_dir) at a "
+                "writable folder"
+            ) from err
 
     def get_or_compute(self, kind: str, key: str, fn: Callable[[], Tensors]) -> Tensors:
         """The entry, computing and storing it under the entry lock if no one has yet."""
@@ -143,10 +224,11 @@ class Cache:
         """Hold the entry's lock; yields False at once (holding nothing) if not `blocking`
         and another builder holds it."""
         lock_path = self.path(kind, key).with_suffix(".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(lock_path)
         try:
-            lock.acquire(blocking=blocking)
+            with self._writing():
+                lock_path.parent.mkdir(parents=True, exist_ok=True)
+                lock.acquire(blocking=blocking)
         except Timeout:
             yield False
             return
@@ -192,23 +274,27 @@ OK, ABSENT, CORRUPT = "ok", "absent", "corrupt"
 
 
 class Caches:
-    """One Cache per folder, made on first use, so all readers of a folder share counters."""
+    """One Cache per folder, made on first use, so all readers of a folder share counters
+    and one memory budget (`memory_budget` bytes; None: half the free memory)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_budget: int | None = None) -> None:
         self._by_root: dict[Path, Cache] = {}
+        self.memory = MemoryStore(memory_budget)
 
     def __call__(self, root: str | Path) -> Cache:
         root = Path(root)
         if root not in self._by_root:
-            self._by_root[root] = Cache(root)
+            self._by_root[root] = Cache(root, self.memory)
         return self._by_root[root]
 
     def __iter__(self) -> Iterator[Cache]:
         return iter(list(self._by_root.values()))
 
 
-def _read(path: Path, full: bool) -> tuple[str, Tensors | None]:
-    """(OK, tensors or None when not `full`), (ABSENT, None) or (CORRUPT, None)."""
+def _read(path: Path, full: bool, check_digest: bool = True) -> tuple[str, Tensors | None]:
+    """(OK, tensors or None when not `full`), (ABSENT, None) or (CORRUPT, None).
+
+    `check_digest=False` skips hashing the tensors (for an entry verified earlier)."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
@@ -228,7 +314,9 @@ def _read(path: Path, full: bool) -> tuple[str, Tensors | None]:
         return ABSENT, None
     except Exception:  # any parse failure means a damaged file, which is a miss
         return CORRUPT, None
-    return (OK, tensors) if tensors_digest(tensors) == digest else (CORRUPT, None)
+    if check_digest and tensors_digest(tensors) != digest:
+        return CORRUPT, None
+    return OK, tensors
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

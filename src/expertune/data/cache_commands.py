@@ -146,25 +146,33 @@ def _verify(configs, args) -> int:
 
 def _prune(configs, args) -> int:
     from expertune.data.cache import Cache
+    from expertune.data.cache_use import claimed
 
     wanted = _referenced(configs)
-    doomed, size = [], 0
+    doomed, size, kept, holders = [], 0, 0, []
     for root in _all_roots(configs):
+        in_use, who = claimed(root)  # entries running jobs read are never deleted
+        holders.extend(h for h in who if h not in holders)
         for entry in Cache(root).entries():
-            if (entry.kind, entry.key) not in wanted.get(root, set()):
-                doomed.append(entry.path)
-                size += entry.size
+            if (entry.kind, entry.key) in wanted.get(root, set()):
+                continue
+            if (entry.kind, entry.key) in in_use:
+                kept += 1
+                continue
+            doomed.append(entry.path)
+            size += entry.size
     stale = [p for root in _all_roots(configs) for p in _stale(Cache(root).leftovers())]
     names = ", ".join(path for path, _ in configs)
+    note = f"; kept {kept} entries that running jobs use ({', '.join(holders)})" if kept else ""
     if not args.yes:
         print(
             f"would delete {len(doomed)} entries ({_mb(size)}) not used by {names}"
-            f"{': ' + _list(doomed) if doomed else ''}; run again with --yes to delete them"
+            f"{': ' + _list(doomed) if doomed else ''}{note}; run again with --yes to delete them"
         )
         return 0
     for path in doomed + stale:
         path.unlink(missing_ok=True)
-    print(f"deleted {len(doomed)} entries ({_mb(size)}) and {len(stale)} stale leftovers")
+    print(f"deleted {len(doomed)} entries ({_mb(size)}) and {len(stale)} stale leftovers{note}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,9 @@ from expertune.errors import DataError
 class CachedDataset(Dataset):
     """Samples read from the cache: latents, prompt embeddings, pooled, time ids.
 
+    Entries are served from memory when the build kept them there (cache.MemoryStore),
+    else read without re-hashing: a step reads no file and hashes nothing when they fit.
+
     `items[i]` (an EncodedItem) says what sample i is: path, caption, dataset, bucket.
     """
 
@@ -26,15 +30,21 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def hold(self, claim) -> None:
+        """Keep `claim` (cache_use.Claim on these entries) until this dataset is gone."""
+        if claim is not None:
+            self._claims = [*getattr(self, "_claims", []), claim]
+            weakref.finalize(self, claim.close)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.items[index]
-        latents = self.caches(item.latent_root).get(LATENTS, item.latent_key)
-        text = self.caches(item.text_root).get(TEXT, item.text_key)
+        latents = self.caches(item.latent_root).serve(LATENTS, item.latent_key)
+        text = self.caches(item.text_root).serve(TEXT, item.text_key)
         if latents is None or text is None:
             raise DataError(
-                f"cache entry for {item.path} is missing or damaged under "
-                f"{item.latent_root if latents is None else item.text_root}; "
-                "run `expertune cache build` or the training job again"
+                f"cache entry for {item.path} disappeared or was damaged during the run under "
+                f"{item.latent_root if latents is None else item.text_root} (deleted by hand "
+                "or by a prune?); run the job again: it rebuilds missing entries"
             )
         return {
             "latents": latents["latents"],

@@ -224,7 +224,7 @@ def read_dataloader_config(path: str | Path) -> DataloaderConfig:
                 f"{where}: dataset_type {kind!r} is not supported; use image, eval or text_embeds"
             )
         model = TextEmbedsSpec if kind == "text_embeds" else ImageDatasetSpec
-        spec = _validate(model, fields, where)
+        spec = _validate(model, fields, where, text)
         if not spec.disabled:
             (text_embeds if kind == "text_embeds" else images).append(spec)
     config = DataloaderConfig(str(path), tuple(images), tuple(text_embeds))
@@ -245,7 +245,7 @@ def _read_text(path: Path) -> str:
 
 def _entries(path: Path, text: str) -> list[dict]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_no_repeats(path, text))
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"DATALOADER_CONFIG {path} is not valid JSON (line {exc.lineno}, column "
@@ -259,6 +259,26 @@ def _entries(path: Path, text: str) -> list[dict]:
         if "disable" in entry and "disabled" not in entry:
             entry["disabled"] = entry.pop("disable")
     return data
+
+
+def _no_repeats(path: Path, text: str):
+    """A json object_pairs_hook refusing a key written twice in one object (json would
+    keep the last one silently)."""
+
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        seen: dict[str, object] = {}
+        for key, value in pairs:
+            if key in seen:
+                lines = [n for n, line in enumerate(text.splitlines(), 1) if f'"{key}"' in line]
+                at = f" (lines {', '.join(map(str, lines[:3]))})" if len(lines) > 1 else ""
+                raise ConfigError(
+                    f"DATALOADER_CONFIG {path}: key {key!r} is set twice in one dataset{at}; "
+                    "keep one of them"
+                )
+            seen[key] = value
+        return seen
+
+    return hook
 
 
 def _check_keys(entry: dict, where: str, text: str) -> None:
@@ -286,16 +306,28 @@ def _line_of(text: str, key: str) -> str:
     return ""
 
 
-def _validate(model: type[_Spec], fields: dict, where: str) -> _Spec:
+_WHY = {  # what a wrong value of a key means here, beyond the accepted values
+    "type": "expertune reads local folders only; copy the images to a local folder",
+}
+
+
+def _validate(model: type[_Spec], fields: dict, where: str, text: str = "") -> _Spec:
+    """The spec, or a ConfigError naming the key, its line, the value and what works."""
     try:
         return model.model_validate(fields)
     except ValidationError as err:
         first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "entry"
+        key = str(first["loc"][0]) if first["loc"] else "entry"
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "missing":
             message = "is required; add it"
-        raise ConfigError(f"{where}: {key} {message}") from None
+        elif first["type"] == "literal_error":
+            value = fields.get(str(first["loc"][0])) if first["loc"] else None
+            why = f" ({_WHY[key]})" if key in _WHY else ""
+            message = f"is {value!r}; it must be {first['ctx']['expected']}{why}"
+        elif "input" in first and first["loc"]:
+            message = f"is {first['input']!r}: {message[:1].lower()}{message[1:]}"
+        raise ConfigError(f"{where}: {key}{_line_of(text, key)} {message}") from None
 
 
 def _check_references(config: DataloaderConfig, where: str) -> None:

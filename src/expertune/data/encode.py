@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from expertune.data.cache import Caches, Tensors
+from expertune.data.cache_use import Claim
 from expertune.data.fill import Filler, progress_bar
 from expertune.data.images import CropPlan, load_image, render
 from expertune.data.keys import LATENTS, TEXT, latent_key, text_encoders_fingerprint, text_key
@@ -195,6 +196,7 @@ class EncodedDataset:
     items: list[EncodedItem]
     stats: EncodeStats = field(default_factory=EncodeStats)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    claim: Claim | None = None  # the entries claimed for this job (cache_use.py)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -219,6 +221,7 @@ def build_cache(
     caches = caches or Caches()
     fps = fingerprints or encoders.fingerprints()
     every = key_items(planned, fps["vae"], fps["text"])
+    claim = claim_entries(every)  # before any entry is read: prune leaves them alone
     latent_jobs: dict[tuple[Path, tuple[int, int]], dict[str, PlannedImage]] = {}
     for item, image in zip(every, planned, strict=True):
         latent_jobs.setdefault((item.latent_root, item.bucket), {})[item.latent_key] = image
@@ -251,7 +254,19 @@ def build_cache(
     stats.encoder_forward_passes = stats.vae_passes + stats.text_passes
     stats.seconds = time.perf_counter() - start
     failures = [(item.path, failed[item.latent_key]) for item in every if item.latent_key in failed]
-    return EncodedDataset(items=items, stats=stats, failed=failures)
+    return EncodedDataset(items=items, stats=stats, failed=failures, claim=claim)
+
+
+def claim_entries(items: Sequence[EncodedItem]) -> Claim:
+    """Claim every entry `items` read, per cache folder, for as long as the job runs."""
+    by_root: dict[Path, set[tuple[str, str]]] = {}
+    for item in items:
+        by_root.setdefault(item.latent_root, set()).add((LATENTS, item.latent_key))
+        by_root.setdefault(item.text_root, set()).add((TEXT, item.text_key))
+    claim = Claim()
+    for root, entries in by_root.items():
+        claim.add(root, entries)
+    return claim
 
 
 def _run(fillers: list[Filler], progress: bool, desc: str, unit: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 
 from tqdm.auto import tqdm
 
-from expertune.data.cache import Cache, Tensors
+from expertune.data.cache import OK, Cache, Tensors
 from expertune.errors import DataError
 
 Job = TypeVar("Job")
@@ -62,7 +62,9 @@ class Filler(Generic[Job]):
         self.cache, self.kind = cache, kind
         self.prepare, self.encode = prepare, encode
         self.chunks = chunks(jobs, batch_size)
-        self._present = {key for key in jobs if cache.contains(kind, key)}
+        # The first read of each entry in this run checks its digest: a damaged entry is a
+        # miss here and is rebuilt; an intact one stays in memory for training.
+        self._present = {key for key in jobs if cache.load(kind, key) is not None}
         self.hits = len(self._present)
         self.misses = len(jobs) - self.hits
         self.written = 0
@@ -75,7 +77,8 @@ class Filler(Generic[Job]):
             self._fill(chunk, bar, blocking=True)
 
     def _missing(self, keys: list[str]) -> list[str]:
-        return [k for k in keys if not self.cache.contains(self.kind, k, count=False)]
+        """Keys still without an intact entry (another builder may have made them)."""
+        return [k for k in keys if self.cache.check(self.kind, k) != OK]
 
     def _fill(self, chunk: Chunk, bar: tqdm, blocking: bool) -> bool:
         """Fill one chunk; False (holding nothing) if another builder holds part of it."""

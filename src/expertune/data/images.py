@@ -14,8 +14,12 @@ job that shares the cache).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import random
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from expertune.errors import DataError
+
+log = logging.getLogger(__name__)
 
 # Bump when decoding, resampling or cropping changes, so cached latents are rebuilt.
 PREPROCESS_VERSION = "1"
@@ -41,15 +47,16 @@ def load_image(path: str | Path, data: bytes | None = None) -> Image.Image:
     Raises DataError naming the file when it is empty, truncated, corrupt or not an image.
     """
     path = Path(path)
-    try:
-        with Image.open(path if data is None else io.BytesIO(data)) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
-    except _DECODE_ERRORS as error:
-        raise _unreadable(path, error) from error
-    if image.width == 0 or image.height == 0:
-        raise DataError(f"image {path} has zero size; remove the file")
-    return to_rgb(image)
+    with _named_warnings(path):
+        try:
+            with Image.open(path if data is None else io.BytesIO(data)) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+        except _DECODE_ERRORS as error:
+            raise _unreadable(path, error) from error
+        if image.width == 0 or image.height == 0:
+            raise DataError(f"image {path} has zero size; remove the file")
+        return to_rgb(image)
 
 
 def read_size(path: str | Path, data: bytes) -> tuple[int, int]:
@@ -61,7 +68,7 @@ def read_size(path: str | Path, data: bytes) -> tuple[int, int]:
     if not data:
         raise DataError(f"image {path} is an empty file (0 bytes); remove it")
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with _named_warnings(Path(path)), Image.open(io.BytesIO(data)) as opened:
             width, height = opened.size
             orientation = _orientation(opened.info.get("exif"))
     except _DECODE_ERRORS as error:
@@ -72,6 +79,17 @@ def read_size(path: str | Path, data: bytes) -> tuple[int, int]:
 
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def _named_warnings(path: Path) -> Iterator[None]:
+    """Pillow's warnings (a huge image, odd transparency, bad EXIF) as one log line each
+    that names the file, instead of a bare library warning."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for message in {str(w.message) for w in caught}:
+        log.warning("image %s: %s", path, " ".join(message.split()))
 
 
 def _unreadable(path: Path, error: Exception) -> DataError:

@@ -12,6 +12,7 @@ its digest proves the bytes are the ones that were decoded successfully before.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,17 +44,55 @@ class ScanResult:
     caption_fallbacks: list[Path] = field(default_factory=list)
 
 
-def list_images(root: Path, recursive: bool = True) -> list[Path]:
-    """Image files under `root` by extension (any case), sorted; hidden entries ignored."""
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    found = []
-    for path in candidates:
-        relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
+def list_images(
+    root: Path, recursive: bool = True, problems: list[tuple[Path, str]] | None = None
+) -> list[Path]:
+    """Image files under `root` by extension (any case), sorted; hidden entries ignored.
+
+    Folder links are followed (a link back to a folder already walked is not entered
+    again, so loops stop). What cannot be used is appended to `problems` as (path,
+    reason): folders that cannot be read, broken links, and captioned files of a type
+    that is not trained (a .gif or .tiff beside its .txt).
+    """
+    problems = [] if problems is None else problems
+    found, seen = [], set()
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename or root)
+        problems.append((where, f"cannot read folder {where}: {error.strerror}; it is left out"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
+        here = Path(folder)
+        identity = _identity(here)
+        if identity in seen:  # a link to a folder already walked
+            dirs[:] = []
             continue
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
-            found.append(path)
+        seen.add(identity)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = here / name
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                if path.is_file():
+                    found.append(path)
+                else:
+                    problems.append((path, f"{path} is a broken link; it is left out"))
+            elif suffix not in (".txt", "") and path.with_suffix(".txt").is_file():
+                problems.append(
+                    (
+                        path,
+                        f"{path} has a caption but is a {suffix} file, which is not trained "
+                        f"(only {', '.join(IMAGE_SUFFIXES)}); convert it to PNG",
+                    )
+                )
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    info = folder.stat()
+    return info.st_dev, info.st_ino
 
 
 def file_digest(data: bytes) -> str:
@@ -76,7 +115,7 @@ def scan_folder(
         raise DataError(f"dataset folder {root} does not exist; check the instance_data_dir")
     rule = captions if isinstance(captions, CaptionRule) else CaptionRule(captions)
     result = ScanResult(root=root)
-    for image_path in list_images(root, recursive):
+    for image_path in list_images(root, recursive, problems=result.skipped):
         try:
             data = _read(image_path)
             height, width = read_size(image_path, data)

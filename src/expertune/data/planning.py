@@ -66,8 +66,13 @@ def check_datasets(cfg) -> DataloaderConfig:
 
 def bucket_alignment(cfg, vae) -> int:
     """`--aspect_bucket_alignment`, checked against the VAE's downsampling factor."""
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
-    alignment = cfg.aspect_bucket_alignment
+    return check_alignment(
+        cfg.aspect_bucket_alignment, 2 ** (len(vae.config.block_out_channels) - 1)
+    )
+
+
+def check_alignment(alignment: int, factor: int) -> int:
+    """`alignment` if it is a multiple of the VAE's downsampling `factor`; else ConfigError."""
     if alignment % factor:
         raise ConfigError(
             f"--aspect_bucket_alignment={alignment} is not a multiple of this VAE's "
@@ -163,7 +168,7 @@ def require_images(spec: ImageDatasetSpec, planned: list, report: DataReport) ->
     if planned:
         return
     folder = Path(spec.instance_data_dir)
-    mine = [why for path, why in report.skipped if folder in path.parents]
+    mine = [why for path, why in report.skipped if path == folder or folder in path.parents]
     detail = f"{len(mine)} files skipped, first: {mine[0]}" if mine else "no image files found"
     raise DataError(
         f"dataset {spec.id!r} ({folder}) has no usable images ({detail}); add images or "

@@ -22,6 +22,11 @@ class DataReport:
     caption_fallbacks: list[Path] = field(default_factory=list)  # textfile without .txt
     upscaled: int = 0  # images smaller than their bucket
     held_out: int = 0  # training images also in an eval dataset
+    long_captions: list[tuple[Path, int, int]] = field(
+        default_factory=list
+    )  # (image, tokens, kept)
+    small_groups: list[tuple[str, tuple[int, int], int, int]] = field(default_factory=list)
+    # (dataset, bucket (h, w), samples per epoch, global batch): batches repeat samples
 
     def add_failures(self, failed: list[tuple[Path, str]]) -> None:
         """Images that failed to decode: skipped, and no longer caption fallbacks."""
@@ -48,6 +53,24 @@ class DataReport:
         if self.upscaled:
             n = count(self.upscaled, "image")
             parts.append(f"{n} smaller than the bucket upscaled (minimum_image_size skips them)")
+        if self.long_captions:
+            path, tokens, kept = self.long_captions[0]
+            n = count(self.long_captions, "caption")
+            parts.append(
+                f"{n} longer than the text encoder's {kept} tokens cut to {kept} (e.g. {path}: "
+                f"{tokens} tokens, {tokens - kept} cut)"
+            )
+        if self.small_groups:
+            dataset, (h, w), n, batch = self.small_groups[0]
+            more = (
+                f" (and {len(self.small_groups) - 1} more buckets)"
+                if len(self.small_groups) > 1
+                else ""
+            )
+            parts.append(
+                f"dataset {dataset!r} bucket {w}x{h} has {count(n, 'sample')} per epoch for a "
+                f"batch of {batch}: each batch repeats them ({batch} copies of {n}){more}"
+            )
         return f"data: {'; '.join(parts)}" if parts else None
 
 

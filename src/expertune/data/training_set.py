@@ -139,14 +139,39 @@ def prepare_data(
         evals = [item for i, item in enumerate(training) if i in held]
         training = [item for i, item in enumerate(training) if i not in held]
     validating = {spec.id for spec in specs if not spec.disable_validation}
+    training_set = TrainingSet(training, caches, specs, global_batch)
+    plan.report.long_captions = long_captions(encoders, encoded.items)
+    plan.report.small_groups = [
+        (g.source, g.bucket, len(g.items) * (g.repeats + 1), global_batch)
+        for g in training_set.groups
+        if len(g.items) * (g.repeats + 1) < global_batch
+    ]
+    training_set.hold(encoded.claim)  # eval and validation samples are among its entries
     return PreparedData(
-        training=TrainingSet(training, caches, specs, global_batch),
+        training=training_set,
         eval_dataset=CachedDataset(evals, caches) if evals else None,
         validation_dataset=CachedDataset([i for i in training if i.dataset in validating], caches),
         stats=encoded.stats,
         report=plan.report,
         fingerprints=fingerprints,
     )
+
+
+def long_captions(encoders: Encoders, items: Sequence[EncodedItem]) -> list[tuple]:
+    """(image, tokens, limit) for captions the text encoders cut at their token limit.
+
+    Caption embeddings are made with truncation (as SDXL's pipeline does); this says how
+    much each long caption lost. Needs only the tokenizers, so a warm cache reports it too.
+    """
+    tokenizer = encoders.tokenizer or encoders.tokenizer_2
+    if tokenizer is None or not items:
+        return []
+    limit = int(tokenizer.model_max_length)
+    captions = sorted({item.caption for item in items})
+    lengths = dict(zip(captions, (len(ids) for ids in tokenizer(captions).input_ids), strict=True))
+    return [
+        (item.path, lengths[item.caption], limit) for item in items if lengths[item.caption] > limit
+    ]
 
 
 def eval_samples(cfg, components, *, progress: bool = False) -> CachedDataset | None:
@@ -179,4 +204,6 @@ def eval_samples(cfg, components, *, progress: bool = False) -> CachedDataset | 
     plan.report.add_failures(encoded.failed)
     for spec in only_eval.images:
         require_images(spec, [i for i in encoded.items if i.dataset == spec.id], plan.report)
-    return CachedDataset(encoded.items, caches)
+    dataset = CachedDataset(encoded.items, caches)
+    dataset.hold(encoded.claim)
+    return dataset

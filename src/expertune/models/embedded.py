@@ -79,6 +79,7 @@ def _build_into(final: Path) -> None:
     temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         build_tiny_sdxl(temp, seed=TINY_SEED)
+        temp.chmod(0o755)  # mkdtemp makes it 0700: every user of the cache reads the model
         if final.exists():  # left by hand without its completion marker
             shutil.rmtree(final)
         temp.rename(final)

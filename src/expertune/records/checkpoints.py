@@ -27,6 +27,21 @@ def checkpoint_dirs(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def unfinished_dirs(output_dir: Path) -> list[Path]:
+    """`checkpoint-N` folders without COMPLETE (a save interrupted, or copied by hand):
+    never resumed from, and named when `latest` passes them over."""
+    if not output_dir.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), child)
+        for child in output_dir.iterdir()
+        if (m := _NAME.match(child.name))
+        and child.is_dir()
+        and not (child / CHECKPOINT_MARKER).is_file()
+    ]
+    return [p for _, p in sorted(found)]
+
+
 def current_run(output_dir: Path) -> str | None:
     """The id of the run OUTPUT_DIR belongs to (run.json), or None before any run claimed it."""
     try:

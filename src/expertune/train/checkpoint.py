@@ -32,7 +32,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from expertune.errors import ConfigError
-from expertune.records.checkpoints import checkpoint_dirs, current_run, run_checkpoints
+from expertune.records.checkpoints import (
+    checkpoint_dirs,
+    current_run,
+    run_checkpoints,
+    unfinished_dirs,
+)
 from expertune.records.layout import CHECKPOINT_MARKER as MARKER
 from expertune.records.layout import RUN_FILE
 from expertune.train import rng as rng_io
@@ -65,6 +70,11 @@ class LoopState:
     skipped_steps: int = 0  # non-finite steps skipped under --skip_nonfinite_steps
     run_id: str = ""  # the run that wrote it ("" for checkpoints older than run ids)
     data_fingerprint: str = ""  # what decided the batch order (TrainingSet.fingerprint)
+    # What the weights were trained for; a resume that changes them is refused in
+    # preflight (resume_fit.py). Empty in checkpoints older than these fields.
+    band: list[int] | None = None  # [lo, hi] timesteps, inclusive
+    parameterisation: dict | None = None  # schedule.noise.Parameterisation.as_dict()
+    global_batch: int = 0  # samples per micro-step, all processes together
 
     @classmethod
     def from_json(cls, text: str) -> LoopState:
@@ -108,6 +118,7 @@ def latest_loadable(output_dir: Path) -> Path:
     """The newest checkpoint of OUTPUT_DIR's run whose files verify; corrupt ones are skipped."""
     ours = run_checkpoints(output_dir, current_run(output_dir))
     corrupt = []
+    unfinished = [p.name for p in unfinished_dirs(output_dir)]
     for path in reversed(ours):
         try:
             verify(path)
@@ -116,8 +127,19 @@ def latest_loadable(output_dir: Path) -> Path:
             continue
         if corrupt:
             log.warning("resuming from %s; skipped corrupt %s", path.name, ", ".join(corrupt))
+        newer = [n for n in unfinished if int(n.split("-")[1]) > int(path.name.split("-")[1])]
+        if newer:
+            log.warning(
+                "resuming from %s; %s %s no COMPLETE marker (a save was interrupted) and "
+                "cannot be resumed",
+                path.name,
+                ", ".join(newer),
+                "has" if len(newer) == 1 else "have",
+            )
         return path
     notes = [f"corrupt: {', '.join(corrupt)}"] if corrupt else []
+    if unfinished:
+        notes.append(f"without COMPLETE marker (unfinished saves): {', '.join(unfinished)}")
     if ignored := len(checkpoint_dirs(output_dir)) - len(ours):
         notes.append(f"{ignored} checkpoint(s) of an earlier run ignored, resume one by name")
     detail = f" ({'; '.join(notes)})" if notes else ""
@@ -168,7 +190,7 @@ def save_checkpoint(
     tmp = output_dir / f".checkpoint-{state.step}.tmp"
     earlier = run_checkpoints(output_dir, state.run_id or None)
     intact = f"{earlier[-1].name} is intact" if earlier else "no earlier checkpoint exists"
-    with saving(final.name, output_dir, intact):
+    with saving(final.name, output_dir, intact, resumable=bool(earlier)):
         _clear_leftovers(output_dir)
         try:
             tmp.mkdir()

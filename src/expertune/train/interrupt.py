@@ -1,4 +1,7 @@
-"""Ctrl-C and SIGTERM during training: finish the step, save if due, then stop.
+"""Ctrl-C, SIGTERM and SIGHUP during training: finish the step, save if due, then stop.
+
+SIGHUP is what a dropped ssh session sends; without a handler it kills the run with no
+checkpoint, so it is treated like SIGTERM (exit 129 after the checkpoint).
 
 A signal that lands mid-step (say between `optimizer.step` and `lr_scheduler.step`)
 would leave a state no checkpoint may hold, so the handler only records the request;
@@ -11,11 +14,13 @@ import signal
 import sys
 import threading
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class StopSignals:
-    """While active, SIGINT/SIGTERM set `signum` instead of interrupting the loop."""
+    """While active, SIGINT/SIGTERM/SIGHUP set `signum` instead of interrupting the loop."""
 
     def __init__(self) -> None:
         self.signum: int | None = None

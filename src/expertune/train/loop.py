@@ -57,7 +57,8 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the newest complete checkpoint
 
     # ----------------------------------------------------------------- setup
-    def setup(self) -> Trainer:
+    def setup(self, checked=None) -> Trainer:
+        """`checked`: preflight's result when the caller ran it already (run.py does)."""
         from expertune.train.preflight import preflight
         from expertune.train.setup import (
             setup_accelerator,
@@ -67,7 +68,7 @@ class Trainer:
             setup_output_dir,
         )
 
-        self.checked = preflight(self.cfg)  # user errors surface here, before any work
+        self.checked = checked or preflight(self.cfg)  # user errors, before any work
         setup_output_dir(self.output_dir)
         self.accelerator = setup_accelerator(self.cfg, self.output_dir)
         self.components, self.unet, self.trainable = setup_model(self.cfg)
@@ -80,7 +81,11 @@ class Trainer:
             self.unet, self.optimizer, self.lr_scheduler
         )
         self.state = ckpt.LoopState(
-            run_id=uuid.uuid4().hex[:12], data_fingerprint=self.data.dataset.fingerprint
+            run_id=uuid.uuid4().hex[:12],
+            data_fingerprint=self.data.dataset.fingerprint,
+            band=[self.band.lo, self.band.hi],
+            parameterisation=self.param.as_dict(),
+            global_batch=self.global_batch,
         )
         self._setup_rng()
         self.resumed_from = self._maybe_resume(self.checked.resume)
@@ -144,6 +149,8 @@ class Trainer:
         state.run_id = state.run_id or self.state.run_id
         _check_same_data(path, state.data_fingerprint, self.state.data_fingerprint)
         state.data_fingerprint = self.state.data_fingerprint
+        state.band, state.parameterisation = self.state.band, self.state.parameterisation
+        state.global_batch = self.state.global_batch
         self.state = state
         self.saved_step = state.step
         return str(path)

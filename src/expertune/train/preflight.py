@@ -9,13 +9,15 @@ may touch the network (a short probe, see models/load.py).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from expertune.config.schema import TrainConfig
-from expertune.errors import ConfigError, DataError
+from expertune.errors import ConfigError
 from expertune.train import checkpoint as ckpt
 from expertune.train.outputs import EXPERT_FILE
+from expertune.train.resume_fit import check_resume_fits
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,10 @@ class Checked:
 def preflight(cfg: TrainConfig) -> Checked:
     """Raise the one-line UserError for the first problem found; return what was resolved."""
     out = Path(cfg.output_dir)
+    check_output_set(cfg)
     check_output_dir(out)
     check_dataset(cfg)
+    check_caches(cfg)
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )
@@ -42,11 +46,31 @@ def preflight(cfg: TrainConfig) -> Checked:
             f"OUTPUT_DIR {out} is the folder of MODEL_NAME (or inside it); training would "
             "overwrite the base model: set OUTPUT_DIR to a new folder"
         )
+    check_buckets(cfg, model_path)
+    if resume is not None:
+        from expertune.models.load import read_scheduler_config
+
+        timesteps = read_scheduler_config(model_path, cfg.pretrained_model_name_or_path)
+        check_resume_fits(resume, cfg, int(timesteps.get("num_train_timesteps", 1000)))
     return Checked(model_path=model_path, resume=resume)
+
+
+def check_output_set(cfg: TrainConfig) -> None:
+    """OUTPUT_DIR was given: an empty or missing one would silently write to ./output."""
+    if cfg.sources() and "output_dir" not in cfg.sources():
+        raise ConfigError(
+            "OUTPUT_DIR is not set (or is empty); set OUTPUT_DIR (--output_dir) to the "
+            "folder this expert is trained into"
+        )
 
 
 def check_output_dir(out: Path) -> None:
     """OUTPUT_DIR must be a folder or not exist yet (it is created after these checks)."""
+    if out.is_symlink() and not out.exists():
+        raise ConfigError(
+            f"OUTPUT_DIR {out} is a link to {os.readlink(out)}, which does not exist; "
+            "create that folder or point OUTPUT_DIR at a folder"
+        )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"OUTPUT_DIR {out} is a file; point OUTPUT_DIR at a folder")
     parent = next((p for p in [out, *out.parents] if p.exists()), None)
@@ -54,15 +78,83 @@ def check_output_dir(out: Path) -> None:
         raise ConfigError(
             f"OUTPUT_DIR {out} cannot be created: {parent} is a file; point OUTPUT_DIR at a folder"
         )
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"OUTPUT_DIR {out} cannot be written: {parent} is not writable; make it writable "
+            "or point OUTPUT_DIR elsewhere"
+        )
 
 
 def check_dataset(cfg: TrainConfig) -> None:
-    """The image folder named by INSTANCE_DIR or DATALOADER_CONFIG exists."""
-    from expertune.train.setup import dataset_folder
+    """Every image folder of INSTANCE_DIR or DATALOADER_CONFIG exists, and OUTPUT_DIR is
+    not one of them (or inside one): the next scan would train on its validation images."""
+    from expertune.data.planning import check_datasets
 
-    folder = dataset_folder(cfg)
-    if not folder.is_dir():
-        raise DataError(f"dataset folder {folder} does not exist; check the instance_data_dir")
+    out = Path(cfg.output_dir).resolve()
+    config = check_datasets(cfg)
+    for spec in (*config.images, *config.evaluation):
+        folder = Path(spec.instance_data_dir).resolve()
+        if out == folder or folder in out.parents:
+            raise ConfigError(
+                f"OUTPUT_DIR {cfg.output_dir} is (or is inside) the image folder of dataset "
+                f"{spec.id!r} ({spec.instance_data_dir}); the next run would train on its "
+                "checkpoints' images: set OUTPUT_DIR outside the data folders"
+            )
+
+
+def check_caches(cfg: TrainConfig) -> None:
+    """Every cache folder can be created, or holds entries, or can be written.
+
+    A read-only folder full of entries is fine (a shared warm cache); an empty read-only
+    one, or one under a file, would fail at the first entry, after the model loaded.
+    """
+    from expertune.data.cache_commands import cache_roots
+
+    for root in cache_roots(cfg):
+        parent = next((p for p in [root, *root.parents] if p.exists()), None)
+        if parent is None:
+            continue
+        if not parent.is_dir():
+            raise ConfigError(
+                f"cache folder {root} cannot be created: {parent} is a file; point CACHE_DIR "
+                "(or the dataset's cache_dir_vae / text_embeds cache_dir) at a folder"
+            )
+        if os.access(parent, os.W_OK | os.X_OK):
+            continue
+        if parent == root and any(root.glob("*/??/*.safetensors")):
+            continue  # a read-only warm cache: read, never written
+        state = "is empty and" if parent == root else f"cannot be created: {parent} is"
+        raise ConfigError(
+            f"cache folder {root} {state} not writable; make it writable or point CACHE_DIR "
+            "(or the dataset's cache_dir_vae / text_embeds cache_dir) at a writable folder"
+        )
+
+
+def check_buckets(cfg: TrainConfig, model_path: Path) -> None:
+    """`--aspect_bucket_alignment` fits the VAE, and no pixel resolution is silently raised.
+
+    Bucket sides are rounded to the alignment, so RESOLUTION=96 with the default 64 would
+    train at 128 without a word.
+    """
+    from expertune.data.planning import check_alignment, dataloader_config
+    from expertune.models.structure import vae_downsampling
+
+    factor = vae_downsampling(model_path, cfg.pretrained_model_name_or_path)
+    alignment = check_alignment(cfg.aspect_bucket_alignment, factor)
+    config = dataloader_config(cfg)
+    for spec in (*config.images, *config.evaluation):
+        resolution = spec.resolution or cfg.resolution
+        if spec.resolution_type != "pixel" or resolution % alignment == 0:
+            continue
+        trained = max(alignment, round(resolution / alignment) * alignment)
+        own = spec.resolution and config.source != "INSTANCE_DIR"
+        where = f"dataset {spec.id!r} resolution" if own else "RESOLUTION"
+        raise ConfigError(
+            f"{where} {resolution:g} is not a multiple of --aspect_bucket_alignment="
+            f"{alignment}, so its images would train at {trained:g} pixels; use a multiple "
+            f"of {alignment} or set --aspect_bucket_alignment to a divisor of {resolution:g} "
+            f"(a multiple of {factor})"
+        )
 
 
 def check_same_expert(out: Path, cfg: TrainConfig) -> None:
@@ -88,17 +180,24 @@ def check_same_expert(out: Path, cfg: TrainConfig) -> None:
 
 
 def check_model(cfg: TrainConfig) -> Path:
-    """MODEL_NAME resolves to a local diffusers folder of the configured family."""
+    """MODEL_NAME resolves to a local diffusers folder of the configured family, whose
+    UNet fits that family and whose weights are safetensors (or trusted pickles)."""
     from expertune.errors import ModelReferenceError
-    from expertune.models.family import detect_family
-    from expertune.models.load import read_model_index, resolve_model_path
+    from expertune.models.family import detect_family, get_family
+    from expertune.models.load import resolve_model_path, weights_variant
+    from expertune.models.structure import check_unet_config, read_json_object
 
     name = cfg.pretrained_model_name_or_path
     path = resolve_model_path(name, allow_pickle=cfg.allow_pickle_weights)
-    found = detect_family(read_model_index(path), where=f"MODEL_NAME {name!r} (model_index.json)")
+    where = f"MODEL_NAME {name!r} (model_index.json)"
+    index = read_json_object(path / "model_index.json", f"MODEL_NAME {name!r}")
+    found = detect_family(index, where=where)
     if found != cfg.model_family:
         raise ModelReferenceError(
             f"MODEL_NAME {name!r} is a model of family {found!r}, but MODEL_FAMILY is "
             f"{cfg.model_family!r}; point MODEL_NAME at a {cfg.model_family} model"
         )
+    for part in get_family(found).weight_folders:
+        weights_variant(path / part, name, cfg.allow_pickle_weights)
+    check_unet_config(path, found, name)
     return path

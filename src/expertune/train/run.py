@@ -11,7 +11,9 @@ from expertune.config.schema import TrainConfig
 from expertune.pipeline.assemble import assemble_pipeline
 from expertune.records.expert import expert_role
 from expertune.train.loop import RunResult, Trainer
+from expertune.train.output_lock import hold_output_lock
 from expertune.train.outputs import EXPERT_FILE, SUMMARY_FILE, write_json_atomic
+from expertune.train.preflight import preflight
 from expertune.train.publish import publish
 from expertune.train.storage import saving
 
@@ -29,18 +31,20 @@ def run_training(
     The last state is checkpointed before the pipeline is published, so a crash while
     publishing loses nothing: resuming from `latest` runs no step and publishes again.
     """
-    trainer = Trainer(cfg, callbacks=callbacks, hold_out=hold_out).setup()
-    result = trainer.train()
-    if trainer.saved_step != trainer.state.step:
-        trainer.save_checkpoint()  # every process takes part (RNG states are gathered)
-    acc = trainer.accelerator
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        _save_final(trainer, result)
-        log.info("saved expert to %s", trainer.output_dir)
-        if on_published is not None:
-            on_published(trainer)
-    acc.end_training()
+    checked = preflight(cfg)  # every refusal comes before anything is written
+    with hold_output_lock(Path(cfg.output_dir)):  # a second run on OUTPUT_DIR is refused
+        trainer = Trainer(cfg, callbacks=callbacks, hold_out=hold_out).setup(checked)
+        result = trainer.train()
+        if trainer.saved_step != trainer.state.step:
+            trainer.save_checkpoint()  # every process takes part (RNG states are gathered)
+        acc = trainer.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            _save_final(trainer, result)
+            log.info("saved expert to %s", trainer.output_dir)
+            if on_published is not None:
+                on_published(trainer)
+        acc.end_training()
     return result
 
 

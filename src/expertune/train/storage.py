@@ -48,11 +48,13 @@ def os_error_of(exc: BaseException) -> OSError | None:
 
 
 @contextmanager
-def saving(what: str, where: Path, intact: str) -> Iterator[None]:
+def saving(what: str, where: Path, intact: str, resumable: bool | None = None) -> Iterator[None]:
     """Turn an OS-level failure inside the block into a SaveError; other errors pass through.
 
     `what` is being written to `where`; `intact` says what is still there (the previous
     checkpoint, the previous pipeline), so the user knows nothing older was lost.
+    `resumable` says whether a complete checkpoint exists to resume from (None: look for
+    one in `where`); without one the advice is to run again, not to resume.
     """
     try:
         yield
@@ -63,9 +65,16 @@ def saving(what: str, where: Path, intact: str) -> Iterator[None]:
         if err is None:
             raise
         fix = _FIXES.get(err.errno, "fix the disk problem")
+        if resumable is None:
+            resumable = any(Path(where).glob("checkpoint-*/COMPLETE"))
+        then = (
+            "then run again with --resume_from_checkpoint latest"
+            if resumable
+            else "then run the same command again (no checkpoint exists yet to resume from)"
+        )
         raise SaveError(
             f"could not write {what} in {where}: {err.strerror} (errno {err.errno}); {intact}. "
-            f"{fix[0].upper()}{fix[1:]}, then run again with --resume_from_checkpoint latest"
+            f"{fix[0].upper()}{fix[1:]}, {then}"
         ) from exc
 
 
