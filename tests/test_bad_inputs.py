@@ -79,6 +79,14 @@ def _make_bad_things(work: Path, bad: Path) -> None:
         config = {"prediction_type": prediction}
         (bad / name / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
     (bad / "empty-out").mkdir()
+    (bad / "folder.png").mkdir()
+    shutil.copytree(bad / "v-expert", bad / "truncated-record")
+    (bad / "truncated-record" / "expertune.json").write_text('{"format": 2, "band": [0,')
+    shutil.copytree(bad / "v-expert", bad / "list-record")
+    (bad / "list-record" / "expertune.json").write_text("[1, 2]")
+    shutil.copytree(bad / "v-expert", bad / "bin-only")
+    (bad / "bin-only" / "unet").mkdir()
+    (bad / "bin-only" / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"never unpickled")
     shutil.copytree(work / "stage1", bad / "corrupt-out", symlinks=True)
     weights = bad / "corrupt-out" / "checkpoint-1" / "model.safetensors"
     data = bytearray(weights.read_bytes())

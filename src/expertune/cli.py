@@ -143,6 +143,21 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_generate(args) -> int:
+    from expertune.pipeline.checks import check_request
+
+    check_request(  # before any model loads
+        steps=args.steps,
+        height=args.height,
+        width=args.width,
+        base_model_power=args.base_model_power,
+        guidance={
+            "--guidance-scale": args.guidance_scale,
+            "--guidance-rescale": args.guidance_rescale,
+            "--refiner-guidance-scale": args.refiner_guidance_scale,
+            "--refiner-guidance-rescale": args.refiner_guidance_rescale,
+        },
+        out=args.out,
+    )
     from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
 
     base = StageOptions(

@@ -54,9 +54,40 @@ def read_expert(path: str | Path, what: str) -> ExpertInfo:
         )
     sched = path / "scheduler" / "scheduler_config.json"
     config = json.loads(sched.read_text()) if sched.is_file() else {}
-    record_path = path / "expertune.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else None
+    record = _read_record(path / "expertune.json", what)
+    _check_safetensors(path, what)
     return ExpertInfo(path, Parameterisation.from_scheduler_config(config), record)
+
+
+def _read_record(record_path: Path, what: str) -> dict | None:
+    """expertune.json, or None when absent; a damaged one is a one-line error."""
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelReferenceError(
+            f"{what} {record_path} is damaged ({type(err).__name__}); restore it from the "
+            "run's .pipeline/current/expertune.json or delete it to load the folder as a "
+            "plain diffusers model"
+        ) from None
+    if not isinstance(record, dict):
+        raise ModelReferenceError(
+            f"{what} {record_path} must hold one JSON object; delete it to load the folder "
+            "as a plain diffusers model"
+        )
+    return record
+
+
+def _check_safetensors(path: Path, what: str) -> None:
+    """The UNet's weights exist as safetensors: expertune never unpickles .bin files."""
+    unet = path / "unet"
+    if unet.is_dir() and not any(unet.glob("*.safetensors")) and any(unet.glob("*.bin")):
+        raise ModelReferenceError(
+            f"{what} {path}: the UNet's weights are only in .bin (pickle) form, which "
+            "expertune does not load; convert them with diffusers' save_pretrained("
+            "safe_serialization=True)"
+        )
 
 
 def check_same_parameterisation(experts: list[ExpertInfo]) -> Parameterisation:
