@@ -1,4 +1,4 @@
-"""The one entry point: `expertune train|config|generate|tiny-model|demo|cache|evaluate|report|export`.
+"""The one entry point: `expertune train|config|generate|tiny-model|demo|cache|evaluate|...`.
 
 Heavy libraries (torch, diffusers) are imported inside the subcommands, so `--help` and
 `config show` start instantly. This is the only place that maps a UserError to exit

@@ -89,7 +89,11 @@ def test_moe_exports_every_expert_and_the_handovers(moe_root, tmp_path, capsys):
     out = tmp_path / "files"
     code, _, err = _export(capsys, "--moe", moe_root, "--out", out, "--dtype", "bf16")
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["handovers.json", "high.safetensors", "low.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "handovers.json",
+        "high.safetensors",
+        "low.safetensors",
+    ]
     handovers = json.loads((out / "handovers.json").read_text())
     high, low = handovers["experts"]
     assert (high["name"], high["file"], high["band"]) == ("high", "high.safetensors", [200, 999])

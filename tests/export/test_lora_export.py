@@ -39,7 +39,9 @@ def _out(unet):
 @pytest.fixture(scope="module")
 def lora_expert(tiny_model_dir, tmp_path_factory):
     """A LoRA expert laid out as training saves it: adapter file beside the merged pipeline."""
-    folder = make_expert(tiny_model_dir, tmp_path_factory.mktemp("lora") / "lora", model_type="lora")
+    folder = make_expert(
+        tiny_model_dir, tmp_path_factory.mktemp("lora") / "lora", model_type="lora"
+    )
     unet = UNet2DConditionModel.from_pretrained(folder / "unet")
     add_lora(unet, RANK, ALPHA)
     g = torch.Generator().manual_seed(1)
@@ -95,5 +97,5 @@ def test_diffusers_layout_keeps_the_adapter_config(lora_expert, tmp_path):
     out = export_lora(lora_expert, tmp_path / "d.safetensors", format="diffusers", dtype="bf16")
     with safe_open(str(out.path), framework="pt") as fh:
         config = json.loads(fh.metadata()["lora_adapter_metadata"])
-        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.bfloat16}
+        assert {fh.get_tensor(k).dtype for k in fh} == {torch.bfloat16}
     assert (config["unet.r"], config["unet.lora_alpha"]) == (RANK, ALPHA)

@@ -14,6 +14,7 @@ from diffusers.loaders.single_file_utils import (
     convert_open_clip_checkpoint,
     create_diffusers_clip_model_from_ldm,
 )
+from export_support import make_expert
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import CLIPTextModelWithProjection
@@ -21,7 +22,6 @@ from transformers import CLIPTextModelWithProjection
 from expertune.export.expert import open_expert
 from expertune.export.markers import marker_tensors
 from expertune.export.single_file import export_single_file
-from export_support import make_expert
 
 IMAGE_TOLERANCE = 1e-5  # pixels in [0, 1]; measured ~3e-6 (same weights, other strides)
 PROMPT = "a red square on a blue field"
@@ -58,7 +58,10 @@ def _round_trip(folder, path):
     """(folder image, single-file image) for a fixed seed, both through diffusers."""
     folder_pipe = StableDiffusionXLPipeline.from_pretrained(folder)
     file_pipe = StableDiffusionXLPipeline.from_single_file(
-        str(path), config=str(folder), local_files_only=True, text_encoder_2=_open_clip_g(path, folder)
+        str(path),
+        config=str(folder),
+        local_files_only=True,
+        text_encoder_2=_open_clip_g(path, folder),
     )
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         want, got = getattr(folder_pipe, part).state_dict(), getattr(file_pipe, part).state_dict()
@@ -86,7 +89,9 @@ def test_fp32_export_round_trips_through_from_single_file(epsilon_expert, tmp_pa
     assert meta["modelspec.resolution"] == "64x64"
 
 
-def test_v_prediction_expert_carries_both_markers_and_its_scheduler(vpred_expert, tmp_path, offline):
+def test_v_prediction_expert_carries_both_markers_and_its_scheduler(
+    vpred_expert, tmp_path, offline
+):
     out = export_single_file(vpred_expert, tmp_path / "v.safetensors", dtype="fp32")
     state = load_file(out.path)
     assert state["v_pred"].numel() == 0 and state["ztsnr"].numel() == 0
@@ -97,7 +102,9 @@ def test_v_prediction_expert_carries_both_markers_and_its_scheduler(vpred_expert
 
 
 def test_v_prediction_without_zero_snr_has_only_v_pred(tiny_model_dir, tmp_path):
-    plain = make_expert(tiny_model_dir, tmp_path / "v", scheduler={"prediction_type": "v_prediction"})
+    plain = make_expert(
+        tiny_model_dir, tmp_path / "v", scheduler={"prediction_type": "v_prediction"}
+    )
     assert set(marker_tensors(open_expert(plain))) == {"v_pred"}
     zsnr = make_expert(tiny_model_dir, tmp_path / "e", scheduler={"rescale_betas_zero_snr": True})
     assert marker_tensors(open_expert(zsnr)) == {}  # ztsnr only ever comes with v_pred
@@ -113,7 +120,9 @@ def _config(folder, part):
 
 
 def test_diffusers_converters_get_every_tensor_back(epsilon_expert, tmp_path):
-    state = load_file(export_single_file(epsilon_expert, tmp_path / "x.safetensors", dtype="fp32").path)
+    state = load_file(
+        export_single_file(epsilon_expert, tmp_path / "x.safetensors", dtype="fp32").path
+    )
     unet = _folder_weights(epsilon_expert, "unet")
     back = convert_ldm_unet_checkpoint(state, _config(epsilon_expert, "unet"))
     assert back.keys() == unet.keys() and all(torch.equal(back[k], unet[k]) for k in unet)

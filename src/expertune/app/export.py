@@ -21,13 +21,17 @@ def add_parser(sub) -> None:
     x = sub.add_parser(
         "export", help="write an expert as one SDXL checkpoint, a kohya/diffusers LoRA, or a chain"
     )
-    x.add_argument("expert_dir", nargs="?", metavar="EXPERT_DIR", help="a finished expert's OUTPUT_DIR")
+    x.add_argument(
+        "expert_dir", nargs="?", metavar="EXPERT_DIR", help="a finished expert's OUTPUT_DIR"
+    )
     what = x.add_mutually_exclusive_group(required=True)
     what.add_argument("--single-file", metavar="FILE", help="original SDXL checkpoint layout")
     what.add_argument("--lora", metavar="FILE", help="a LoRA expert's adapter")
     what.add_argument("--moe", metavar="OUTPUT_ROOT", help="every expert listed in moe.json")
     x.add_argument("--format", help="with --lora: kohya (default) or diffusers")
-    x.add_argument("--out", metavar="DIR", help="with --moe: output folder (default OUTPUT_ROOT/export)")
+    x.add_argument(
+        "--out", metavar="DIR", help="with --moe: output folder (default OUTPUT_ROOT/export)"
+    )
     x.add_argument("--dtype", default=DEFAULT_DTYPE, help="fp16 (default), bf16 or fp32")
     x.add_argument("--overwrite", action="store_true", help="replace files that exist")
 
@@ -75,5 +79,7 @@ def run(args) -> int:
         args.expert_dir, args.single_file, dtype=args.dtype, overwrite=args.overwrite
     )
     markers = f", markers {'+'.join(result.markers)}" if result.markers else ""
-    print(f"wrote {result.path} ({result.tensors} tensors, {result.bytes / 2**20:.1f} MiB{markers})")
+    print(
+        f"wrote {result.path} ({result.tensors} tensors, {result.bytes / 2**20:.1f} MiB{markers})"
+    )
     return 0

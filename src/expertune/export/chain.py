@@ -30,14 +30,18 @@ def read_manifest(root: Path) -> tuple[dict, list[dict]]:
             f"{path} is missing; pass the OUTPUT_ROOT of a finished `expertune moe` run"
         ) from None
     except (OSError, ValueError) as exc:
-        raise ModelReferenceError(f"{path} is unreadable ({exc}); run `expertune moe` again") from None
+        raise ModelReferenceError(
+            f"{path} is unreadable ({exc}); run `expertune moe` again"
+        ) from None
     experts = manifest.get("experts") if isinstance(manifest, dict) else None
     if not isinstance(experts, list) or not experts:
         raise ModelReferenceError(f"{path} lists no experts; run `expertune moe` again")
     out = []
     for entry in experts:
         if not isinstance(entry, dict) or not {"name", "path"} <= set(entry):
-            raise ModelReferenceError(f"{path}: every expert needs a name and a path; run `expertune moe` again")
+            raise ModelReferenceError(
+                f"{path}: every expert needs a name and a path; run `expertune moe` again"
+            )
         folder = Path(entry["path"])
         out.append({**entry, "folder": folder if folder.is_absolute() else root / folder})
     return manifest, out

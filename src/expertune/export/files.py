@@ -26,7 +26,9 @@ def parse_dtype(name: str) -> torch.dtype:
 def check_target(path: Path, overwrite: bool) -> None:
     """Refuse, before anything is read or written, an output that exists or has no folder."""
     if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give the output file's name, e.g. {path / 'x.safetensors'}")
+        raise ConfigError(
+            f"{path} is a folder; give the output file's name, e.g. {path / 'x.safetensors'}"
+        )
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} already exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
@@ -35,9 +37,7 @@ def check_target(path: Path, overwrite: bool) -> None:
 
 def cast(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Floating-point tensors in `dtype`, contiguous (safetensors refuses views)."""
-    return {
-        k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()
-    }
+    return {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
 
 
 def write_safetensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

@@ -131,7 +131,9 @@ def vae_prefixes(config: dict) -> list[tuple[str, str, tuple[tuple[str, str], ..
     pairs = []
     for i in range(len(config["down_block_types"])):
         pairs.append((f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block.", shortcut))
-        pairs.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.", ()))
+        pairs.append(
+            (f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.", ())
+        )
     for i in range(levels):
         ldm = levels - 1 - i
         pairs.append((f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{ldm}.block.", shortcut))
@@ -139,7 +141,9 @@ def vae_prefixes(config: dict) -> list[tuple[str, str, tuple[tuple[str, str], ..
     for side in ("encoder", "decoder"):
         for j in range(2):
             pairs.append((f"{side}.mid_block.resnets.{j}.", f"{side}.mid.block_{j + 1}.", shortcut))
-        pairs.append((f"{side}.mid_block.attentions.0.", f"{side}.mid.attn_1.", VAE_ATTENTION_PARTS))
+        pairs.append(
+            (f"{side}.mid_block.attentions.0.", f"{side}.mid.attn_1.", VAE_ATTENTION_PARTS)
+        )
     return pairs
 
 

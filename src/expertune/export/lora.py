@@ -87,7 +87,7 @@ def read_adapter(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[s
     modules: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt") as fh:
         metadata = fh.metadata() or {}
-        for key in fh.keys():
+        for key in fh:
             match = _LORA_KEY.match(key)
             if not match:
                 raise ModelReferenceError(
@@ -99,7 +99,9 @@ def read_adapter(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[s
     return modules, metadata
 
 
-def kohya_state_dict(expert: ExpertFolder, path: Path, dtype: torch.dtype) -> tuple[dict, int, float]:
+def kohya_state_dict(
+    expert: ExpertFolder, path: Path, dtype: torch.dtype
+) -> tuple[dict, int, float]:
     """The adapter renamed to kohya's layout; returns (state, rank, alpha)."""
     modules, metadata = read_adapter(path)
     config = _adapter_config(metadata)
@@ -151,7 +153,7 @@ def export_lora(
     else:
         modules, source_metadata = read_adapter(source)
         with safe_open(str(source), framework="pt") as fh:
-            state = cast({k: fh.get_tensor(k) for k in fh.keys()}, torch_dtype)
+            state = cast({k: fh.get_tensor(k) for k in fh}, torch_dtype)
         if ADAPTER_METADATA in source_metadata:
             metadata[ADAPTER_METADATA] = source_metadata[ADAPTER_METADATA]
         rank = next(iter(modules.values()))["down"].shape[0] if modules else 0

@@ -20,7 +20,10 @@ V_PRED = "v_pred"
 ZTSNR = "ztsnr"
 SPEC_VERSION = "1.0.0"
 IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
-ARCHITECTURES = {"sdxl": "stable-diffusion-xl-v1-base", "sdxl-refiner": "stable-diffusion-xl-v1-refiner"}
+ARCHITECTURES = {
+    "sdxl": "stable-diffusion-xl-v1-base",
+    "sdxl-refiner": "stable-diffusion-xl-v1-refiner",
+}
 
 
 def marker_tensors(expert: ExpertFolder) -> dict[str, torch.Tensor]:
