@@ -87,7 +87,7 @@ def read_adapter(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[s
     modules: dict[str, dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt") as fh:
         metadata = fh.metadata() or {}
-        for key in fh:
+        for key in fh.keys():  # noqa: SIM118 (safe_open is not iterable)
             match = _LORA_KEY.match(key)
             if not match:
                 raise ModelReferenceError(
@@ -153,7 +153,8 @@ def export_lora(
     else:
         modules, source_metadata = read_adapter(source)
         with safe_open(str(source), framework="pt") as fh:
-            state = cast({k: fh.get_tensor(k) for k in fh}, torch_dtype)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118
+        state = cast(tensors, torch_dtype)
         if ADAPTER_METADATA in source_metadata:
             metadata[ADAPTER_METADATA] = source_metadata[ADAPTER_METADATA]
         rank = next(iter(modules.values()))["down"].shape[0] if modules else 0
