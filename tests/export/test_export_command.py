@@ -105,3 +105,10 @@ def test_moe_exports_every_expert_and_the_handovers(moe_root, tmp_path, capsys):
     # a second run refuses (files exist) before writing anything
     err = _refused(capsys, out / "high.safetensors", "--moe", moe_root, "--out", out)
     assert "--overwrite" in err
+
+
+def test_moe_checks_every_expert_before_writing(moe_root, capsys):
+    (moe_root / "high" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    code, _, err = _export(capsys, "--moe", moe_root)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "unet" in err
+    assert not (moe_root / "export").exists()  # the default --out, not even created

@@ -56,17 +56,23 @@ def export_chain(
     manifest, experts = read_manifest(root)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file; --moe writes a folder of files, pick a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = [out_dir / f"{e['name']}.safetensors" for e in experts]
+    names = [str(e["name"]) for e in experts]
+    if len(set(names)) != len(names) or any(Path(n).name != n or not n for n in names):
+        raise ModelReferenceError(
+            f"{root / MANIFEST} names its experts {names}: each needs a distinct plain file name"
+        )
     folders = [open_expert(e["folder"]) for e in experts]  # every expert checked first
-    for target in (*targets, out_dir / HANDOVERS):
-        check_target(target, overwrite)
+    targets = [out_dir / f"{name}.safetensors" for name in names]
+    if out_dir.is_dir():
+        for target in (*targets, out_dir / HANDOVERS):
+            check_target(target, overwrite)
+    out_dir.mkdir(parents=True, exist_ok=True)
     chain = []
     for entry, expert, target in zip(experts, folders, targets, strict=True):
         result = export_single_file(expert.path, target, dtype=dtype, overwrite=overwrite)
         chain.append(
             {
-                "name": entry["name"],
+                "name": target.stem,
                 "file": target.name,
                 "band": list(expert.band),
                 "denoising_start": expert.denoising_start,
