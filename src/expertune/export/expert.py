@@ -105,4 +105,7 @@ def open_expert(path: str | Path) -> ExpertFolder:
     index = _read_json(folder / "model_index.json", "the expert folder is incomplete")
     family = get_family(detect_family(index, where=str(folder / "model_index.json")))
     scheduler = _read_json(folder / SCHEDULER_CONFIG, "the expert folder is incomplete")
-    return ExpertFolder(folder, record, family, scheduler)
+    expert = ExpertFolder(folder, record, family, scheduler)
+    for component in family.weight_folders:  # all present before anything is written
+        expert.weights(component)
+    return expert
