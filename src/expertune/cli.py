@@ -1,4 +1,4 @@
-"""The one entry point: `expertune train|config|generate|tiny-model|demo|cache|evaluate|report`.
+"""The one entry point: `expertune train|config|generate|tiny-model|demo|cache|evaluate|...`.
 
 Heavy libraries (torch, diffusers) are imported inside the subcommands, so `--help` and
 `config show` start instantly. This is the only place that maps a UserError to exit
@@ -90,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="write OUTPUT_DIR/report.html again from its files")
     r.add_argument("output_dir")
+
+    from expertune.app.export import add_parser as add_export_parser  # no torch
+
+    add_export_parser(sub)
     return p
 
 
@@ -222,6 +226,12 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from expertune.app.export import run
+
+    return run(args)
+
+
 COMMANDS = {
     "train": _cmd_train,
     "config": _cmd_config,
@@ -232,6 +242,7 @@ COMMANDS = {
     "cache": _cmd_cache,
     "evaluate": _cmd_evaluate,
     "report": _cmd_report,
+    "export": _cmd_export,
 }
 
 
