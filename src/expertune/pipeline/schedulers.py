@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from expertune.errors import ConfigError
-from expertune.schedule.noise import Parameterisation
+
+if TYPE_CHECKING:  # schedule.noise imports diffusers; the names table must not (--help)
+    from expertune.schedule.noise import Parameterisation
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def zero_snr_schedulers() -> list[str]:
 
 def make_scheduler(name: str, config: dict):
     """The scheduler `name` on the saved scheduler `config` (betas + parameterisation)."""
+    from expertune.schedule.noise import Parameterisation
+
     param = Parameterisation.from_scheduler_config(config)
     check_scheduler(name, param)
     wanted = spec(name)
