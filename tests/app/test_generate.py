@@ -10,9 +10,9 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline.router_support import make_experts, write_manifest
 
 from expertune.cli import EXIT_USER_ERROR, main
+from pipeline.router_support import make_experts, write_manifest
 
 SMALL = ["--steps", "4", "--height", "64", "--width", "64", "--device", "cpu"]
 
@@ -32,15 +32,20 @@ def pair(tiny_model_dir, tmp_path_factory):
     return make_experts(tiny_model_dir, tmp_path_factory.mktemp("pair"), (0, 350, 1000))
 
 
-ZERO_SNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
-            "prediction_type": "v_prediction"}
+ZERO_SNR = {
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+    "prediction_type": "v_prediction",
+}
 
 
 @pytest.fixture(scope="module")
 def zero_snr(tiny_model_dir, tmp_path_factory):
     """An OUTPUT_ROOT of two zero-terminal-SNR v-prediction experts split at 500."""
     root = tmp_path_factory.mktemp("zero-snr")
-    write_manifest(root, make_experts(tiny_model_dir, root, (0, 500, 1000), param=ZERO_SNR), ZERO_SNR)
+    write_manifest(
+        root, make_experts(tiny_model_dir, root, (0, 500, 1000), param=ZERO_SNR), ZERO_SNR
+    )
     return root
 
 
@@ -64,12 +69,32 @@ def _pixels(path) -> np.ndarray:
 
 def test_moe_and_shuffled_experts_run_the_router_and_agree(root, tmp_path, capsys):
     a, b = tmp_path / "moe.png", tmp_path / "experts.png"
-    assert main(["generate", "--moe", str(root), "--prompt", "a red circle", *SMALL,
-                 "--guidance-scale", "6,5,4", "--out", str(a)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--moe",
+                str(root),
+                "--prompt",
+                "a red circle",
+                *SMALL,
+                "--guidance-scale",
+                "6,5,4",
+                "--out",
+                str(a),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "path: router (expert0 [650, 999] -> expert1 [300, 649] -> expert2 [0, 299])" in out
     shuffled = [str(root / n) for n in ("expert2", "expert0", "expert1")]
-    argv = ["generate", *sum((["--expert", e] for e in shuffled), []), "--prompt", "a red circle"]
+    argv = [
+        "generate",
+        *[arg for e in shuffled for arg in ("--expert", e)],
+        "--prompt",
+        "a red circle",
+    ]
     assert main([*argv, *SMALL, "--guidance-scale", "6,5,4", "--out", str(b)]) == 0
     assert np.array_equal(_pixels(a), _pixels(b))
     c = tmp_path / "other-guidance.png"
@@ -79,9 +104,24 @@ def test_moe_and_shuffled_experts_run_the_router_and_agree(root, tmp_path, capsy
 
 def test_pair_router_equals_chain_with_per_stage_guidance(pair, tmp_path, capsys):
     high, low = pair
-    argv = ["generate", "--base", str(high), "--refiner", str(low), "--prompt", "a square",
-            *SMALL, "--scheduler", "euler", "--guidance-scale", "5", "--refiner-guidance-scale",
-            "8", "--guidance-rescale", "0,0.7"]
+    argv = [
+        "generate",
+        "--base",
+        str(high),
+        "--refiner",
+        str(low),
+        "--prompt",
+        "a square",
+        *SMALL,
+        "--scheduler",
+        "euler",
+        "--guidance-scale",
+        "5",
+        "--refiner-guidance-scale",
+        "8",
+        "--guidance-rescale",
+        "0,0.7",
+    ]
     assert main([*argv, "--out", str(tmp_path / "router.png")]) == 0
     assert "path: router" in capsys.readouterr().out
     assert main([*argv, "--chain", "--out", str(tmp_path / "chain.png")]) == 0
@@ -110,8 +150,12 @@ def test_a_refiner_family_expert_falls_back_to_the_chain(pair, tmp_path, capsys)
 
 def test_single_model(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "one.jpg"
-    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "x", *SMALL,
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["generate", "--model", str(tiny_model_dir), "--prompt", "x", *SMALL, "--out", str(out)]
+        )
+        == 0
+    )
     assert "path: single model" in capsys.readouterr().out
     assert Image.open(out).format == "JPEG"
 
@@ -146,7 +190,10 @@ def test_swapped_base_and_refiner(pair, tmp_path, capsys, no_loading):
         (["--guidance-scale", "5,6,7"], ["3 values for 2 experts"]),
         (["--offload-idle"], ["--offload-idle", "accelerator"]),
         (["--model", "x"], ["one way", "--moe, --model"]),
-        (["--guidance-scale", "5", "--refiner-prompt", "y"], ["--refiner-prompt applies to --base/--refiner"]),
+        (
+            ["--guidance-scale", "5", "--refiner-prompt", "y"],
+            ["--refiner-prompt applies to --base/--refiner"],
+        ),
     ],
 )
 def test_refused_before_loading(zero_snr, tmp_path, capsys, no_loading, flags, words):
@@ -163,5 +210,20 @@ def test_zero_snr_experts_run_with_a_scheduler_that_honours_them(zero_snr, tmp_p
     pipe = load_routed_pipeline(zero_snr, scheduler="euler")
     assert pipe.scheduler.config.rescale_betas_zero_snr
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert main(["generate", "--moe", str(zero_snr), "--prompt", "x", *SMALL,
-                 "--scheduler", "euler", "--out", str(tmp_path / "x.png")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--moe",
+                str(zero_snr),
+                "--prompt",
+                "x",
+                *SMALL,
+                "--scheduler",
+                "euler",
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 0
+    )

@@ -73,8 +73,12 @@ def write_manifest(root: Path, experts: Sequence[Path], param: dict | None = Non
         record = json.loads((folder / "expertune.json").read_text())
         lo = record["band"][0]
         entries.append(
-            {"name": folder.name, "band": record["band"], "path": folder.name,
-             "handover": round(1 - lo / T, 6)}
+            {
+                "name": folder.name,
+                "band": record["band"],
+                "path": folder.name,
+                "handover": round(1 - lo / T, 6),
+            }
         )
     manifest = {"experts": entries, "parameterisation": param or {}}
     (root / "moe.json").write_text(json.dumps(manifest))

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from pipeline.router_support import CallLog, make_experts, out_of_band, write_manifest
 
 from expertune.errors import ConfigError
 from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions
@@ -20,6 +19,7 @@ from expertune.pipeline.routed import (
     set_expert_guidance,
 )
 from expertune.pipeline.router import TimestepRouter
+from pipeline.router_support import CallLog, make_experts, out_of_band, write_manifest
 
 EDGE = 350
 PROMPT = "a red circle"
@@ -60,13 +60,21 @@ def test_router_image_equals_the_chain_with_per_stage_guidance(routed, chain, sc
     req = ChainRequest(
         base=StageOptions(PROMPT, guidance["scales"][0], guidance["rescales"][0]),
         refiner=StageOptions(PROMPT, guidance["scales"][1], guidance["rescales"][1]),
-        steps=8, base_model_power=1 - EDGE / 1000, seed=3, height=64, width=64,
+        steps=8,
+        base_model_power=1 - EDGE / 1000,
+        seed=3,
+        height=64,
+        width=64,
     )
     chained = chain(req)
     pipe = routed
     set_expert_guidance(pipe, **guidance)
     routed = pipe(
-        PROMPT, num_inference_steps=8, guidance_scale=5.0, height=64, width=64,
+        PROMPT,
+        num_inference_steps=8,
+        guidance_scale=5.0,
+        height=64,
+        width=64,
         generator=torch.Generator().manual_seed(3),
     ).images[0]
     diff = int(np.abs(_pixels(routed) - _pixels(chained)).max())
@@ -74,7 +82,11 @@ def test_router_image_equals_the_chain_with_per_stage_guidance(routed, chain, sc
     assert diff == 0
     set_expert_guidance(pipe, scales=[5.0], rescales=[0.0])  # one guidance for both
     same = pipe(
-        PROMPT, num_inference_steps=8, guidance_scale=5.0, height=64, width=64,
+        PROMPT,
+        num_inference_steps=8,
+        guidance_scale=5.0,
+        height=64,
+        width=64,
         generator=torch.Generator().manual_seed(3),
     ).images[0]
     assert np.abs(_pixels(same) - _pixels(chained)).max() > 0  # stage guidance mattered
@@ -123,7 +135,7 @@ def test_router_saves_and_loads_with_its_edges(tmp_path):
     router.save_pretrained(tmp_path / "router")
     again = TimestepRouter.from_pretrained(tmp_path / "router")
     assert again.config.edges == [0, 200, 1000] and again.config.names == ["lo", "hi"]
-    for (name, a), b in zip(router.state_dict().items(), again.state_dict().values()):
+    for (name, a), b in zip(router.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -135,7 +147,11 @@ def test_manifest_loads_k_experts_sharing_one_text_side(tiny_model_dir, tmp_path
     assert found.plan.edges == (0, 300, 650, 1000)
     pipe = load_routed_pipeline(tmp_path, img2img=True)
     assert type(pipe).__name__ == "StableDiffusionXLImg2ImgPipeline"
-    assert len(pipe.unet.experts) == 3 and pipe.unet.config.names == ["expert2", "expert1", "expert0"]
+    assert len(pipe.unet.experts) == 3 and pipe.unet.config.names == [
+        "expert2",
+        "expert1",
+        "expert0",
+    ]
     log = CallLog(pipe.unet.experts)
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     pipe(PROMPT, image=latents, strength=0.8, num_inference_steps=10, guidance_scale=1.0)

@@ -15,11 +15,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from pipeline.router_support import CallLog, out_of_band, perturbed_unet
 
 from expertune.errors import ConfigError
 from expertune.pipeline.router import TimestepRouter
 from expertune.pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
+from pipeline.router_support import CallLog, out_of_band, perturbed_unet
 
 SPACINGS = ("leading", "linspace", "trailing")
 # ROUTER_EXAMPLES=500 draws that many fresh examples (200 ran clean in 83 s on 2 cores).

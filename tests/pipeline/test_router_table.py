@@ -15,10 +15,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `pipeline.` when run as a script
 
-from pipeline.router_support import CallLog, out_of_band, perturbed_unet  # noqa: E402
-
-from expertune.pipeline.router import TimestepRouter  # noqa: E402
-from expertune.pipeline.schedulers import SCHEDULER_NAMES, make_scheduler  # noqa: E402
+from expertune.pipeline.router import TimestepRouter
+from expertune.pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
+from pipeline.router_support import CallLog, out_of_band, perturbed_unet
 
 EDGE, T = 350, 1000
 PROMPT = "a red circle"
@@ -51,12 +50,23 @@ def chain_calls(parts: dict, name: str, spacing: str, steps: int):
         for pipe in (base, refiner):
             pipe.set_progress_bar_config(disable=True)
         latents = base(
-            PROMPT, num_inference_steps=steps, denoising_end=power, guidance_scale=1.0,
-            height=64, width=64, output_type="latent", generator=generator,
+            PROMPT,
+            num_inference_steps=steps,
+            denoising_end=power,
+            guidance_scale=1.0,
+            height=64,
+            width=64,
+            output_type="latent",
+            generator=generator,
         ).images
         refiner(
-            PROMPT, num_inference_steps=steps, denoising_start=power, guidance_scale=1.0,
-            image=latents, output_type="latent", generator=generator,
+            PROMPT,
+            num_inference_steps=steps,
+            denoising_start=power,
+            guidance_scale=1.0,
+            image=latents,
+            output_type="latent",
+            generator=generator,
         )
     finally:
         log.remove()
@@ -75,8 +85,13 @@ def router_calls(parts: dict, name: str, spacing: str, steps: int):
     log = CallLog([parts["low"], parts["high"]])
     try:
         pipe(
-            PROMPT, num_inference_steps=steps, guidance_scale=1.0, height=64, width=64,
-            output_type="latent", generator=torch.Generator().manual_seed(0),
+            PROMPT,
+            num_inference_steps=steps,
+            guidance_scale=1.0,
+            height=64,
+            width=64,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(0),
         )
     finally:
         log.remove()
@@ -97,14 +112,19 @@ def table_rows(parts, names, spacings=("leading", "trailing"), steps=(20, 40)):
                 chain = chain_calls(parts, name, spacing, n)
                 row[f"chain@{n}"] = out_of_band(chain, [0, EDGE, T])
                 row[f"first refiner t@{n}"] = first_refiner_t(chain)
-                row[f"router@{n}"] = out_of_band(router_calls(parts, name, spacing, n), [0, EDGE, T])
+                row[f"router@{n}"] = out_of_band(
+                    router_calls(parts, name, spacing, n), [0, EDGE, T]
+                )
             rows.append(row)
     return rows
 
 
 def format_table(rows) -> str:
     keys = list(rows[0])
-    widths = {k: max(len(k), *(len(f"{r[k]:g}" if isinstance(r[k], float) else str(r[k])) for r in rows)) for k in keys}
+    widths = {
+        k: max(len(k), *(len(f"{r[k]:g}" if isinstance(r[k], float) else str(r[k])) for r in rows))
+        for k in keys
+    }
     fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = [" | ".join(k.ljust(widths[k]) for k in keys)]
     lines.append("-|-".join("-" * widths[k] for k in keys))

@@ -48,37 +48,48 @@ def add_parser(sub) -> argparse.ArgumentParser:
     src = g.add_argument_group("experts (give one kind)")
     src.add_argument("--moe", metavar="OUTPUT_ROOT", help="a finished `expertune moe` run")
     src.add_argument(
-        "--expert", action="append", metavar="DIR",
+        "--expert",
+        action="append",
+        metavar="DIR",
         help="an expert folder; repeat for each, in any order (their records' bands order them)",
     )
     src.add_argument("--base", metavar="DIR", help="stage-one expert (with --refiner)")
     src.add_argument("--refiner", metavar="DIR", help="stage-two expert (with --base)")
     src.add_argument("--model", metavar="DIR", help="one ordinary SDXL model folder")
     g.add_argument(
-        "--chain", action="store_true",
+        "--chain",
+        action="store_true",
         help="force the two-pipeline chain (denoising_end/denoising_start) instead of the router",
     )
     g.add_argument("--prompt", required=True, help="what to draw")
-    g.add_argument("--refiner-prompt", help="stage two's prompt (default: --prompt; another runs the chain)")
+    g.add_argument(
+        "--refiner-prompt", help="stage two's prompt (default: --prompt; another runs the chain)"
+    )
     g.add_argument("--negative-prompt", help="default: none")
     g.add_argument("--steps", type=int, default=40, help="denoising steps over all experts")
     g.add_argument(
-        "--base-model-power", type=float,
+        "--base-model-power",
+        type=float,
         help="--base/--refiner handover as denoising_end, in (0, 1) "
         "(default: 1 - the refiner's trained strength)",
     )
     g.add_argument(
-        "--guidance-scale", default=DEFAULT_GUIDANCE_SCALE,
+        "--guidance-scale",
+        default=DEFAULT_GUIDANCE_SCALE,
         help="one value, or a comma list with one per expert in denoising order",
     )
     g.add_argument(
-        "--guidance-rescale", default=DEFAULT_GUIDANCE_RESCALE,
+        "--guidance-rescale",
+        default=DEFAULT_GUIDANCE_RESCALE,
         help="in [0, 1]: one value, or a comma list with one per expert in denoising order",
     )
     g.add_argument("--refiner-guidance-scale", type=float, help="default: --guidance-scale")
     g.add_argument("--refiner-guidance-rescale", type=float, help="default: --guidance-rescale")
     g.add_argument(
-        "--scheduler", default="unipc", choices=SCHEDULER_NAMES, metavar="NAME",
+        "--scheduler",
+        default="unipc",
+        choices=SCHEDULER_NAMES,
+        metavar="NAME",
         help=f"the sampler, one of {', '.join(SCHEDULER_NAMES)}",
     )
     g.add_argument("--seed", type=int, default=0, help="the noise seed (CPU generator)")
@@ -86,7 +97,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--width", type=int, help="a multiple of 8 (default: the model's size)")
     g.add_argument("--device", default="auto", help="cuda, mps, cpu, or auto: the first there is")
     g.add_argument(
-        "--offload-idle", action="store_true",
+        "--offload-idle",
+        action="store_true",
         help="router only: keep just the active expert on the accelerator, the rest in CPU memory",
     )
     g.add_argument("--out", default="out.png", help="the image file (.png, .jpg, .webp...)")
@@ -126,7 +138,9 @@ def check_numbers(args) -> tuple[list[float], list[float]]:
     for name in ("height", "width"):
         value = getattr(args, name)
         if value is not None and (value <= 0 or value % 8):
-            raise ConfigError(f"--{name} {value} must be a positive multiple of 8 (e.g. {max(8, value // 8 * 8)})")
+            raise ConfigError(
+                f"--{name} {value} must be a positive multiple of 8 (e.g. {max(8, value // 8 * 8)})"
+            )
     if args.steps < 1:
         raise ConfigError(f"--steps {args.steps} must be at least 1")
     power = args.base_model_power
@@ -178,8 +192,12 @@ def make_plan(args, scales: list[float], rescales: list[float]) -> Plan:
             f"or --model (got {said})"
         )
     if kinds[0] != "base/refiner":
-        for flag in ("base_model_power", "refiner_prompt", "refiner_guidance_scale",
-                     "refiner_guidance_rescale"):
+        for flag in (
+            "base_model_power",
+            "refiner_prompt",
+            "refiner_guidance_scale",
+            "refiner_guidance_rescale",
+        ):
             if getattr(args, flag) is not None:
                 raise ConfigError(
                     f"--{flag.replace('_', '-')} applies to --base/--refiner; experts from "
@@ -210,8 +228,11 @@ def _single_plan(args, scales, rescales) -> Plan:
     info = read_expert(args.model, "--model")
     check_scheduler(args.scheduler, info.parameterisation)
     return Plan(
-        "single model", dirs=(info.path,), scales=_one("--guidance-scale", scales),
-        rescales=_one("--guidance-rescale", rescales), prompts=[args.prompt],
+        "single model",
+        dirs=(info.path,),
+        scales=_one("--guidance-scale", scales),
+        rescales=_one("--guidance-rescale", rescales),
+        prompts=[args.prompt],
     )
 
 
@@ -220,8 +241,13 @@ def _set_plan(args, scales, rescales) -> Plan:
 
     experts = read_manifest(args.moe) if args.moe else expert_set(args.expert)
     k = len(experts)
-    scales, rescales = _per_expert(scales, k, "--guidance-scale"), _per_expert(rescales, k, "--guidance-rescale")
-    plan = Plan("router", experts=experts, scales=scales, rescales=rescales, prompts=[args.prompt] * k)
+    scales, rescales = (
+        _per_expert(scales, k, "--guidance-scale"),
+        _per_expert(rescales, k, "--guidance-rescale"),
+    )
+    plan = Plan(
+        "router", experts=experts, scales=scales, rescales=rescales, prompts=[args.prompt] * k
+    )
     return _choose_path(plan, args.chain)
 
 
@@ -236,11 +262,19 @@ def _pair_plan(args, scales, rescales) -> Plan:
     check_same_parameterisation([base, refiner])
     check_base_family(base)
     _check_not_swapped(base, refiner)
-    power = args.base_model_power if args.base_model_power is not None else default_power(base, refiner)
+    power = (
+        args.base_model_power if args.base_model_power is not None else default_power(base, refiner)
+    )
     scales, rescales = _pair_guidance(args, scales, rescales)
     prompts = [args.prompt, args.refiner_prompt or args.prompt]
-    plan = Plan("router", dirs=(base.path, refiner.path), power=power, scales=scales,
-                rescales=rescales, prompts=prompts)
+    plan = Plan(
+        "router",
+        dirs=(base.path, refiner.path),
+        power=power,
+        scales=scales,
+        rescales=rescales,
+        prompts=prompts,
+    )
     if base.band is None or refiner.band is None:
         plan.path, plan.why = "chain", "the experts record no bands to route by"
         return plan
@@ -266,13 +300,21 @@ def _pair_set(base, refiner, power: float):
     if cutoff - 1 > refiner.band.hi:
         log.warning(
             "warning: --base-model-power %s hands the refiner timesteps up to %d, but it was "
-            "trained on %s only", power, cutoff - 1, refiner.band,
+            "trained on %s only",
+            power,
+            cutoff - 1,
+            refiner.band,
         )
     elif cutoff < base.band.lo:
         log.warning(
             "warning: --base-model-power %s hands over at t=%d, inside the refiner's trained "
             "band %s: the base then denoises t=%d..%d, below its band %s",
-            power, cutoff, refiner.band, cutoff, base.band.lo - 1, base.band,
+            power,
+            cutoff,
+            refiner.band,
+            cutoff,
+            base.band.lo - 1,
+            base.band,
         )
     experts = (
         Expert("base", base, Band(cutoff, total - 1)),
@@ -358,9 +400,13 @@ def _generate(plan: Plan, args, device: str):
         )
         set_expert_guidance(pipe, plan.scales, plan.rescales)
     return pipe(
-        prompt=plan.prompts[0], negative_prompt=args.negative_prompt,
-        num_inference_steps=args.steps, guidance_scale=plan.scales[0],
-        guidance_rescale=plan.rescales[0], height=args.height, width=args.width,
+        prompt=plan.prompts[0],
+        negative_prompt=args.negative_prompt,
+        num_inference_steps=args.steps,
+        guidance_scale=plan.scales[0],
+        guidance_rescale=plan.rescales[0],
+        height=args.height,
+        width=args.width,
         generator=torch.Generator().manual_seed(args.seed),
     ).images[0]
 
@@ -374,8 +420,14 @@ def _generate_chain(plan: Plan, args, device: str):
     ]
     chain = ExpertChain(*plan.dirs, scheduler=args.scheduler, device=device)
     request = ChainRequest(
-        base=stages[0], refiner=stages[1], steps=args.steps, base_model_power=plan.power,
-        seed=args.seed, height=args.height, width=args.width, scheduler=args.scheduler,
+        base=stages[0],
+        refiner=stages[1],
+        steps=args.steps,
+        base_model_power=plan.power,
+        seed=args.seed,
+        height=args.height,
+        width=args.width,
+        scheduler=args.scheduler,
     )
     return chain(request)
 
@@ -387,7 +439,9 @@ def _single_pipeline(folder: Path, scheduler: str, device: str):
     from expertune.pipeline.schedulers import make_scheduler
 
     with no_progress_bars():
-        pipe = StableDiffusionXLPipeline.from_pretrained(folder, use_safetensors=True, add_watermarker=False)
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            folder, use_safetensors=True, add_watermarker=False
+        )
     pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(leave=False)
     return pipe.to(device)

@@ -22,6 +22,7 @@ from expertune.pipeline.sharing import shared_parts
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class StageOptions:
     """Per-stage prompt and guidance (the seed lets each stage differ)."""

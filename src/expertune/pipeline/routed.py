@@ -258,14 +258,14 @@ def _assemble(experts: ExpertSet, scheduler: str | None, img2img: bool, torch_dt
 
     first = experts.experts[0]
     kwargs = {"use_safetensors": True, "torch_dtype": torch_dtype}
-    pipe = StableDiffusionXLPipeline.from_pretrained(first.info.path, add_watermarker=False, **kwargs)
+    pipe = StableDiffusionXLPipeline.from_pretrained(
+        first.info.path, add_watermarker=False, **kwargs
+    )
     unets = [pipe.unet] + [
         UNet2DConditionModel.from_pretrained(e.info.path, subfolder="unet", **kwargs)
         for e in experts.experts[1:]
     ]
-    router = TimestepRouter.from_unets(
-        unets[::-1], experts.plan.edges, names=experts.names[::-1]
-    )
+    router = TimestepRouter.from_unets(unets[::-1], experts.plan.edges, names=experts.names[::-1])
     components = {**pipe.components, "unet": router}
     if scheduler is not None:
         from expertune.pipeline.schedulers import make_scheduler

@@ -73,8 +73,16 @@ class TimestepRouter(ModelMixin, AttentionMixin, ConfigMixin):
 
     @property
     def config(self) -> FrozenDict:
-        """The first expert's UNet config with the router's own keys on top (edges, names)."""
-        return FrozenDict({**self.experts[0].config, **self._internal_dict})
+        """The first expert's UNet config with the router's own keys on top (edges, names).
+
+        Built once (the pipelines read it several times a step) and again after any change.
+        """
+        key = (id(self.experts[0]._internal_dict), id(self._internal_dict))
+        cached = self.__dict__.get("_merged_config")
+        if cached is None or cached[0] != key:
+            merged = FrozenDict({**self.experts[0].config, **self._internal_dict})
+            self.__dict__["_merged_config"] = cached = (key, merged)
+        return cached[1]
 
     @property
     def plan(self) -> BandPlan:
@@ -135,7 +143,10 @@ class TimestepRouter(ModelMixin, AttentionMixin, ConfigMixin):
         for i in sorted(set(owners)):
             rows = torch.tensor([j for j, o in enumerate(owners) if o == i], device=sample.device)
             part = self._run(
-                i, sample[rows], steps.to(sample.device)[rows], *_rows(args, rows, batch),
+                i,
+                sample[rows],
+                steps.to(sample.device)[rows],
+                *_rows(args, rows, batch),
                 **_rows(kwargs, rows, batch),
             )[0]
             if out is None:
