@@ -33,6 +33,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/cache_build.py
 	$(PY) benchmarks/train_step.py
+	$(PY) benchmarks/generate.py
 
 clean:
 	rm -rf $(VENV) expertune-demo .pytest_cache .ruff_cache

@@ -46,25 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", action="append", help="config.env, config.json or config.toml")
     show.add_argument("--json", action="store_true", help="one JSON object")
 
-    g = sub.add_parser("generate", help="base then refiner, handing over latents (the seed)")
-    g.add_argument("--base", required=True, help="stage-one expert folder")
-    g.add_argument("--refiner", required=True, help="stage-two expert folder")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--refiner-prompt", help="prompt for stage two (default: --prompt)")
-    g.add_argument("--negative-prompt")
-    g.add_argument("--steps", type=int, default=40)
-    g.add_argument("--base-model-power", type=float, help="default: 1 - refiner strength")
-    g.add_argument("--guidance-scale", type=float, default=9.2)
-    g.add_argument("--guidance-rescale", type=float, default=0.7)
-    g.add_argument("--refiner-guidance-scale", type=float, help="default: --guidance-scale")
-    g.add_argument("--refiner-guidance-rescale", type=float, help="default: --guidance-rescale")
-    g.add_argument(
-        "--scheduler", default="unipc", choices=["unipc", "euler", "euler_a", "ddim", "dpmpp_2m"]
-    )
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--height", type=int)
-    g.add_argument("--width", type=int)
-    g.add_argument("--out", default="out.png")
+    from expertune.app.generate import add_parser as add_generate_parser  # no torch
+
+    add_generate_parser(sub)
 
     tm = sub.add_parser("tiny-model", help="build the embedded tiny SDXL model offline")
     tm.add_argument("out_dir")
@@ -147,49 +131,9 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_generate(args) -> int:
-    from expertune.pipeline.checks import check_request
+    from expertune.app.generate import run
 
-    check_request(  # before any model loads
-        steps=args.steps,
-        height=args.height,
-        width=args.width,
-        base_model_power=args.base_model_power,
-        guidance={
-            "--guidance-scale": args.guidance_scale,
-            "--guidance-rescale": args.guidance_rescale,
-            "--refiner-guidance-scale": args.refiner_guidance_scale,
-            "--refiner-guidance-rescale": args.refiner_guidance_rescale,
-        },
-        out=args.out,
-    )
-    from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
-
-    base = StageOptions(
-        args.prompt, args.guidance_scale, args.guidance_rescale, args.negative_prompt
-    )
-    refiner = StageOptions(
-        args.refiner_prompt or args.prompt,
-        args.guidance_scale if args.refiner_guidance_scale is None else args.refiner_guidance_scale,
-        args.guidance_rescale
-        if args.refiner_guidance_rescale is None
-        else args.refiner_guidance_rescale,
-        args.negative_prompt,
-    )
-    chain = ExpertChain(args.base, args.refiner, scheduler=args.scheduler)
-    image = chain(
-        ChainRequest(
-            base=base,
-            refiner=refiner,
-            steps=args.steps,
-            base_model_power=args.base_model_power,
-            seed=args.seed,
-            height=args.height,
-            width=args.width,
-            scheduler=args.scheduler,
-        )
-    )
-    print(f"wrote {save_image(image, args.out)}")
-    return 0
+    return run(args)
 
 
 def _cmd_tiny_model(args) -> int:

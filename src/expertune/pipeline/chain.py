@@ -1,4 +1,5 @@
-"""Two experts chained the way the seed does it: base with `denoising_end`, latents handed
+"""Two experts chained the way the seed does it (the fallback of `generate`; the default is
+the router, pipeline/routed.py): base with `denoising_end`, latents handed
 to the refiner's Img2Img pipeline with `denoising_start`, same steps and scheduler family.
 
 The base is an SDXL-family expert; the refiner either another SDXL-family expert (the
@@ -20,14 +21,6 @@ from expertune.pipeline.experts import ExpertInfo, check_same_parameterisation, 
 from expertune.pipeline.sharing import shared_parts
 
 log = logging.getLogger(__name__)
-
-SCHEDULERS = {
-    "unipc": "UniPCMultistepScheduler",
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "ddim": "DDIMScheduler",
-    "dpmpp_2m": "DPMSolverMultistepScheduler",
-}
 
 
 @dataclass(frozen=True)
@@ -75,12 +68,24 @@ def check_base_family(base: ExpertInfo) -> None:
 class ExpertChain:
     """Base and refiner pipelines sharing what can be shared, ready to generate."""
 
-    def __init__(self, base_dir: str | Path, refiner_dir: str | Path, scheduler: str = "unipc"):
+    def __init__(
+        self,
+        base_dir: str | Path,
+        refiner_dir: str | Path,
+        scheduler: str = "unipc",
+        device=None,
+    ):
+        from expertune.pipeline.schedulers import check_scheduler
+
         self.base_info = read_expert(base_dir, "--base")
         self.refiner_info = read_expert(refiner_dir, "--refiner")
-        check_same_parameterisation([self.base_info, self.refiner_info])
+        param = check_same_parameterisation([self.base_info, self.refiner_info])
         check_base_family(self.base_info)
+        check_scheduler(scheduler, param)
         self.base, self.refiner = _load_pair(self.base_info, self.refiner_info, scheduler)
+        if device is not None:
+            self.base.to(device)
+            self.refiner.to(device)
 
     def __call__(self, req: ChainRequest):
         import torch
@@ -123,20 +128,21 @@ def _load_pair(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):
 
 
 def _load_pipelines(base: ExpertInfo, refiner: ExpertInfo, scheduler: str):
-    import diffusers
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    from expertune.pipeline.schedulers import make_scheduler
 
     base_pipe = StableDiffusionXLPipeline.from_pretrained(
         base.path, use_safetensors=True, add_watermarker=False
     )
-    scheduler_cls = getattr(diffusers, SCHEDULERS[scheduler])
-    base_pipe.scheduler = scheduler_cls.from_config(base_pipe.scheduler.config)
+    saved = base_pipe.scheduler.config
+    base_pipe.scheduler = make_scheduler(scheduler, saved)
     shared = {name: getattr(base_pipe, name) for name in shared_parts(base, refiner)}
     log.debug("refiner shares %s with the base", ", ".join(shared) or "nothing")
     refiner_pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
         refiner.path, use_safetensors=True, add_watermarker=False, **shared
     )
-    refiner_pipe.scheduler = scheduler_cls.from_config(base_pipe.scheduler.config)
+    refiner_pipe.scheduler = make_scheduler(scheduler, saved)
     for pipe in (base_pipe, refiner_pipe):
         pipe.set_progress_bar_config(leave=False)
     return base_pipe, refiner_pipe

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from expertune.errors import ConfigError, ModelReferenceError
+from expertune.schedule.bands import Band
 from expertune.schedule.noise import Parameterisation
 
 
@@ -29,6 +30,30 @@ class ExpertInfo:
         if record.get("refiner_training"):
             return float(record["refiner_training_strength"])
         return None
+
+    @property
+    def band(self) -> Band | None:
+        """The training timesteps it owns, from its record's "band" (formats 1 and 2 alike)."""
+        band = (self.record or {}).get("band")
+        if band is None:
+            return None
+        try:
+            return Band(int(band[0]), int(band[1]))
+        except (TypeError, ValueError, IndexError):
+            raise ConfigError(
+                f"{self.path}/expertune.json has band {band!r}; expected [lo, hi] with "
+                "0 <= lo <= hi (train the expert again or fix the record)"
+            ) from None
+
+    @property
+    def num_train_timesteps(self) -> int:
+        """T of its noise schedule: the record's value, else the scheduler config's, else 1000."""
+        value = (self.record or {}).get("num_train_timesteps")
+        if value is None:
+            sched = self.path / "scheduler" / "scheduler_config.json"
+            config = json.loads(sched.read_text()) if sched.is_file() else {}
+            value = config.get("num_train_timesteps", 1000)
+        return int(value)
 
     @property
     def encoders(self) -> dict | None:
