@@ -104,7 +104,10 @@ def _cmd_train(args) -> int:
     from expertune.train.run import run_training
 
     result = run_training(cfg)
-    print(f"trained {result.steps} steps in {result.wall_s:.1f}s -> {cfg.output_dir}")
+    print(
+        f"trained {result.steps_this_run} steps in this run in {result.wall_s:.1f}s "
+        f"({result.steps} in total) -> {cfg.output_dir}"
+    )
     return 0
 
 

@@ -162,9 +162,20 @@ def latest_loadable(output_dir: Path) -> Path:
     )
 
 
-def resolve_resume(output_dir: Path, resume_from: str) -> Path:
-    """Map `--resume_from_checkpoint` (latest, a name, or a path) to a verified checkpoint."""
+def resolve_resume(output_dir: Path, resume_from: str) -> Path | None:
+    """Map `--resume_from_checkpoint` (latest, a name, or a path) to a verified checkpoint.
+
+    `latest` in an OUTPUT_DIR without any checkpoint folder yet is a first run (as in
+    SimpleTuner, whose example configs all set it): None, and the log says so. Folders
+    that exist but none loads are still an error (see latest_loadable).
+    """
     if resume_from == "latest":
+        if not (output_dir.is_dir() and checkpoint_dirs(output_dir)):
+            log.info(
+                "--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh",
+                output_dir,
+            )
+            return None
         return latest_loadable(output_dir)
     path = Path(resume_from)
     if not path.is_absolute() and not path.exists():

@@ -49,6 +49,11 @@ class RunResult:
     samples_per_s: float = 0.0
     samples: int = 0
     resumed_from: str | None = None
+    start_step: int = 0  # the step this run began at (issue 9: > 0 when it resumed)
+
+    @property
+    def steps_this_run(self) -> int:
+        return self.steps - self.start_step
 
 
 class Trainer:
@@ -147,6 +152,7 @@ class Trainer:
         state.data_fingerprint = self.state.data_fingerprint
         self.state = state
         self.saved_step = state.step
+        log.info("resumed from %s (step %d of %d)", path.name, state.step, self.max_steps)
         return str(path)
 
     # ----------------------------------------------------------------- train
@@ -186,6 +192,7 @@ class Trainer:
             samples=samples,
             samples_per_s=samples / wall if wall > 0 and self.state.step > start_step else 0.0,
             resumed_from=self.resumed_from,
+            start_step=start_step,
         )
 
     def _step(self, source: BatchSource) -> int:
