@@ -27,17 +27,22 @@ class NanGrad(torch.autograd.Function):
 
 def poison(monkeypatch, steps: set[int], kind: str) -> None:
     """Make the loss (or only its gradient) non-finite at the given optimizer steps."""
-    real = loop.weighted_mse
+    real = loop.loss_for
     calls = {"n": 0}
 
-    def weighted_mse(pred, target, weights=None):
-        calls["n"] += 1
-        loss = real(pred, target, weights)
-        if calls["n"] not in steps:
-            return loss
-        return loss * float("nan") if kind == "loss" else NanGrad.apply(loss)
+    def loss_for(loss_type, huber_c=None):
+        loss_fn = real(loss_type, huber_c)
 
-    monkeypatch.setattr(loop, "weighted_mse", weighted_mse)
+        def poisoned(pred, target, weights=None):
+            calls["n"] += 1
+            loss = loss_fn(pred, target, weights)
+            if calls["n"] not in steps:
+                return loss
+            return loss * float("nan") if kind == "loss" else NanGrad.apply(loss)
+
+        return poisoned
+
+    monkeypatch.setattr(loop, "loss_for", loss_for)
 
 
 @pytest.mark.parametrize("kind, said", [("loss", "loss is nan"), ("grad", "gradient norm is nan")])

@@ -33,8 +33,23 @@ class TrainConfig(BaseModel):
     lora_alpha: float | None = None  # None = lora_rank
     # optimisation
     learning_rate: float = Field(1e-6, gt=0)
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = Field(0, ge=0)
+    optimizer: Literal["adamw", "adamw_bf16", "adamw8bit", "prodigy", "lion", "adafactor"] = (
+        "adamw"  # see train/optimizers.py
+    )
+    lr_scheduler: Literal[
+        "constant",
+        "constant_with_warmup",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+    ] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)  # with constant: constant_with_warmup (warned)
+    lr_num_cycles: int = Field(1, ge=1)  # cosine_with_restarts: hard restarts
+    lr_power: float = Field(1.0, gt=0)  # polynomial: decay power (1 = linear to 1e-7)
+    loss_type: Literal["l2", "huber", "smooth_l1"] = "l2"  # SimpleTuner's pseudo-Huber losses
+    huber_c: float = Field(0.1, gt=0, le=1)  # Huber constant (SimpleTuner's default)
+    huber_schedule: Literal["snr", "exponential", "constant"] = "snr"  # c over timesteps
     train_batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = False

@@ -153,15 +153,6 @@ KEYS: dict[str, Key] = {
     "caption_dropout_probability": Key(
         "noop", "caption dropout is not implemented yet; set it to 0"
     ),
-    "optimizer": Key(
-        "noop",
-        "only AdamW is implemented yet; set optimizer=adamw",
-        harmless=_one_of("adamw"),
-    ),
-    "loss_type": Key("noop", "only the l2 loss is implemented yet", harmless=_one_of("l2")),
-    "validation_resolution": Key(
-        "noop", "validation renders at --resolution; other validation sizes are not implemented yet"
-    ),
 }
 
 ALIASES: dict[str, str] = {k: v.target for k, v in KEYS.items() if v.kind == "alias"}

@@ -24,10 +24,11 @@ from expertune.schedule.bands import Band
 from expertune.schedule.noise import Parameterisation, training_scheduler
 from expertune.schedule.sampling import sample_timesteps
 from expertune.schedule.targets import (
+    huber_c_for,
+    loss_for,
     min_snr_weights,
     prediction_target,
     sample_noise,
-    weighted_mse,
 )
 from expertune.train import checkpoint as ckpt
 from expertune.train import rng as rng_io
@@ -252,7 +253,11 @@ class Trainer:
             weights = min_snr_weights(
                 self.noise_scheduler, t_dev, cfg.snr_gamma, cfg.prediction_type
             )
-        loss = weighted_mse(pred, target, weights)
+        # issue 9: --loss_type (l2, huber, smooth_l1) with SimpleTuner's Huber constant
+        c = None
+        if cfg.loss_type != "l2":
+            c = huber_c_for(self.noise_scheduler, t_dev, cfg.huber_c, cfg.huber_schedule)
+        loss = loss_for(cfg.loss_type, c)(pred, target, weights)
         self.guard.see_loss(loss)
         self.accelerator.backward(loss)
         update: dict = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError, DataError
 from expertune.train import checkpoint as ckpt
+from expertune.train.optimizers import check_optimizer
 from expertune.train.outputs import EXPERT_FILE
 
 
@@ -31,6 +32,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     out = Path(cfg.output_dir)
     check_output_dir(out)
     check_dataset(cfg)
+    check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )

@@ -133,20 +133,8 @@ def setup_data(cfg: TrainConfig, components, accelerator) -> TrainData:
 
 
 def setup_optimizer(cfg: TrainConfig, trainable: dict, max_steps: int):
-    """AdamW over the trainable parameters and the configured lr schedule."""
-    from diffusers.optimization import get_scheduler
+    """--optimizer over the trainable parameters and the --lr_scheduler (train/optimizers.py)."""
+    from expertune.train.optimizers import build_lr_scheduler, build_optimizer
 
-    optimizer = torch.optim.AdamW(
-        list(trainable.values()),
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.adam_weight_decay,
-        eps=cfg.adam_epsilon,
-    )
-    lr_scheduler = get_scheduler(
-        cfg.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=cfg.lr_warmup_steps,
-        num_training_steps=max_steps,
-    )
-    return optimizer, lr_scheduler
+    optimizer = build_optimizer(cfg, list(trainable.values()))
+    return optimizer, build_lr_scheduler(cfg, optimizer, max_steps)
