@@ -79,6 +79,9 @@ class TrainConfig(BaseModel):
     instance_data_dir: str | None = None  # a plain image folder, when no dataloader config
     # datasets (issue 3)
     aspect_bucket_alignment: int = Field(64, ge=8)  # bucket sides are multiples of this
+    # dataset defaults (issue 9): for datasets of the dataloader config that do not set them
+    resolution_type: Literal["pixel", "area", "pixel_area"] | None = None  # None: pixel
+    minimum_image_size: float | None = Field(None, ge=0)  # in resolution_type's unit
     vae_batch_size: int = Field(4, ge=1)  # images (and captions) per encoder call when caching
     # timestep experts and noise schedule
     refiner_training: bool = False  # train one band of a timestep mixture of experts

@@ -133,17 +133,6 @@ KEYS: dict[str, Key] = {
     "controlnet": Key(
         "noop", "ControlNet training is not supported; expertune trains denoiser experts"
     ),
-    "minimum_image_size": Key(
-        "noop",
-        "a top-level default for the datasets is not implemented yet; set "
-        "minimum_image_size in each dataset of the dataloader config",
-    ),
-    "resolution_type": Key(
-        "noop",
-        "a top-level default for the datasets is not implemented yet; set resolution_type "
-        "in each dataset of the dataloader config (the default here is pixel)",
-        harmless=_one_of("pixel"),
-    ),
     "aspect_bucket_rounding": Key(
         "noop",
         "expertune buckets by side lengths aligned to aspect_bucket_alignment, not by "
