@@ -82,6 +82,7 @@ class TrainConfig(BaseModel):
     # dataset defaults (issue 9): for datasets of the dataloader config that do not set them
     resolution_type: Literal["pixel", "area", "pixel_area"] | None = None  # None: pixel
     minimum_image_size: float | None = Field(None, ge=0)  # in resolution_type's unit
+    caption_dropout_probability: float = Field(0.0, ge=0, lt=1)  # train on "" this often
     vae_batch_size: int = Field(4, ge=1)  # images (and captions) per encoder call when caching
     # timestep experts and noise schedule
     refiner_training: bool = False  # train one band of a timestep mixture of experts

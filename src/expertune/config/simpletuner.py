@@ -139,9 +139,6 @@ KEYS: dict[str, Key] = {
         "rounded aspect ratios, so the rounding has nothing to act on",
         harmless=_always,
     ),
-    "caption_dropout_probability": Key(
-        "noop", "caption dropout is not implemented yet; set it to 0"
-    ),
 }
 
 ALIASES: dict[str, str] = {k: v.target for k, v in KEYS.items() if v.kind == "alias"}

@@ -165,7 +165,9 @@ class Trainer:
             ckpt.claim_run(self.output_dir, self.state.run_id)
         self.metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
         self.metrics.truncate_after(self.state.step)
-        source = BatchSource(self.data.dataset, cfg.seed, cfg.train_batch_size, acc)
+        source = BatchSource(
+            self.data.dataset, cfg.seed, cfg.train_batch_size, acc, cfg.caption_dropout_probability
+        )
         self.bar = tqdm(
             total=self.max_steps,
             initial=self.state.step,
