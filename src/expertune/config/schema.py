@@ -102,6 +102,8 @@ class TrainConfig(BaseModel):
     validation_guidance: float = 7.5
     validation_guidance_rescale: float = Field(0.0, ge=0, le=1)  # 0.7 for zero-SNR models
     validation_seed: int | None = None
+    validation_resolution: str | None = None  # "WxH", "N" or a comma list; None: resolution
+    validation_negative_prompt: str | None = None  # none by default (SimpleTuner's differs)
     # validation and evaluation (issue 4)
     validation_refiner: str | None = None  # stage two (folder or its OUTPUT_DIR) for stage one
     eval_split: float = Field(0.0, ge=0, lt=1)  # fraction of the training images for eval loss
@@ -129,6 +131,25 @@ class TrainConfig(BaseModel):
         if isinstance(value, str) and value.lstrip().startswith("["):
             _json_prompts(value)
         return value
+
+    @field_validator("validation_resolution", mode="before")
+    @classmethod
+    def _sizes_text(cls, value: object) -> object:
+        """A list of sizes is accepted as well as SimpleTuner's comma-separated text."""
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str):
+            _validation_sizes(value)
+        return value
+
+    @property
+    def validation_sizes(self) -> tuple[tuple[int, int], ...]:
+        """(height, width) of each validation size; one square at --resolution by default."""
+        if not self.validation_resolution:
+            return ((self.resolution, self.resolution),)
+        return _validation_sizes(self.validation_resolution)
 
     @property
     def validation_prompts(self) -> tuple[str, ...]:
@@ -228,6 +249,24 @@ def _json_prompts(text: str) -> tuple[str, ...]:
     ):
         raise ValueError('must be one prompt, or a JSON list of prompts like ["a cat", "a dog"]')
     return tuple(prompts)
+
+
+def _validation_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'1024x768,512' -> ((768, 1024), (512, 512)): SimpleTuner's WxH (width first)."""
+    sizes = []
+    for part in text.replace(" ", "").strip("[]").split(","):
+        width, _, height = part.strip("'\"").lower().partition("x")
+        try:
+            w, h = int(width), int(height or width)
+        except ValueError:
+            raise ValueError(
+                f"{part!r} is not a size: write WxH like 1024x1024, "
+                "or several as 1024x1024,768x1344"
+            ) from None
+        if w < 64 or h < 64 or w % 8 or h % 8:
+            raise ValueError(f"{part}: each side must be a multiple of 8 pixels and at least 64")
+        sizes.append((h, w))
+    return tuple(sizes)
 
 
 def _validation_rules(cfg: TrainConfig) -> None:
