@@ -38,8 +38,10 @@ def chunks(jobs: dict[str, Job], batch_size: int) -> list[Chunk]:
 
 @contextlib.contextmanager
 def progress_bar(show: bool, desc: str, unit: str, total: int) -> Iterator[tqdm]:
-    """A tqdm bar (rate in `unit`/s) that is silent when not `show` or nothing is to do."""
-    with tqdm(total=total, desc=desc, unit=unit, disable=not (show and total)) as bar:
+    """A tqdm bar (rate in `unit`/s) that is silent when not `show` or nothing is to do,
+    and off (tqdm's disable=None) when stderr is not a terminal: no bar fragments in logs."""
+    disable = None if show and total else True
+    with tqdm(total=total, desc=desc, unit=unit, disable=disable) as bar:
         yield bar
 
 

@@ -158,7 +158,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- train
     def train(self) -> RunResult:
-        from tqdm.auto import tqdm
+        from expertune.train.progress import make_progress
 
         cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:
@@ -168,12 +168,12 @@ class Trainer:
         source = BatchSource(
             self.data.dataset, cfg.seed, cfg.train_batch_size, acc, cfg.caption_dropout_probability
         )
-        self.bar = tqdm(
-            total=self.max_steps,
-            initial=self.state.step,
-            desc=f"train {self.band.lo}..{self.band.hi}",
-            disable=not acc.is_local_main_process,
-            dynamic_ncols=True,
+        self.bar = make_progress(  # issue 9: plain lines when stderr is not a terminal
+            self.max_steps,
+            self.state.step,
+            f"train {self.band.lo}..{self.band.hi}",
+            enabled=acc.is_local_main_process,
+            every=cfg.logging_steps,
         )
         start, start_step, samples = time.perf_counter(), self.state.step, 0
         self.unet.train()
