@@ -28,16 +28,21 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. --learning_rate=1e-5 --refiner_training.",
         description="Train and run timestep mixture-of-experts diffusion models (SDXL family).",
     )
+    from expertune import __version__
+    from expertune.config.help import flag_help  # no torch: the schema alone
+
+    p.add_argument("--version", action="version", version=f"expertune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser = _no_abbrev(sub.add_parser)
+    flags = {"epilog": flag_help(), "formatter_class": argparse.RawDescriptionHelpFormatter}
 
-    t = sub.add_parser("train", help="train one expert from a config file plus flags")
+    t = sub.add_parser("train", help="train one expert from a config file plus flags", **flags)
     t.add_argument("--config", help="config.env, config.json or config.toml")
 
     c = sub.add_parser("config", help="inspect a config")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     csub.add_parser = _no_abbrev(csub.add_parser)
-    show = csub.add_parser("show", help="print the resolved config (no model, no network)")
+    show = csub.add_parser("show", help="print the resolved config (no model, no network)", **flags)
     show.add_argument("--config", help="config.env, config.json or config.toml")
     show.add_argument("--json", action="store_true", help="one JSON object")
 
