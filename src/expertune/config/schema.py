@@ -55,6 +55,8 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     max_grad_norm: float = Field(1.0, ge=0)  # 0 = no clipping
+    use_ema: bool = False  # EMA of the trained weights: validated and published (train/ema.py)
+    ema_decay: float = Field(0.995, gt=0, lt=1)  # SimpleTuner's default
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_weight_decay: float = Field(1e-2, ge=0)

@@ -74,10 +74,6 @@ KEYS: dict[str, Key] = {
     "hub_model_id": Key(
         "noop", "only used with push_to_hub, which expertune does not do yet", harmless=_always
     ),
-    "use_ema": Key(
-        "noop", "EMA weights are not implemented yet; set it false to train without EMA"
-    ),
-    "ema_decay": Key("noop", "only used with use_ema", harmless=_always),
     "lora_type": Key(
         "noop",
         "expertune trains standard (PEFT) LoRA; LyCORIS (lora_type=lycoris) is not "

@@ -33,6 +33,7 @@ from expertune.schedule.targets import (
 from expertune.train import checkpoint as ckpt
 from expertune.train import rng as rng_io
 from expertune.train.batches import BatchSource
+from expertune.train.ema import due_for_callbacks, ema_files, ema_weights
 from expertune.train.guards import FiniteGuard, first_bad, stop_message
 from expertune.train.interrupt import StopSignals
 from expertune.train.outputs import MetricsLog
@@ -88,6 +89,9 @@ class Trainer:
         self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             self.unet, self.optimizer, self.lr_scheduler
         )
+        from expertune.train.ema import make_ema
+
+        self.ema = make_ema(self.cfg, self.trainable)  # issue 9: --use_ema, on the device
         self.state = ckpt.LoopState(
             run_id=uuid.uuid4().hex[:12], data_fingerprint=self.data.dataset.fingerprint
         )
@@ -148,6 +152,16 @@ class Trainer:
             self._setup_rng(offset=1_000_003 * state.step)
         else:
             rng_io.restore(rng, self._generators())
+        if self.ema is not None:  # issue 9: EMA weights of the checkpoint
+            from expertune.train.ema import FILE
+
+            tensors = ckpt.load_extra(path, FILE)
+            if tensors is None:
+                raise ConfigError(
+                    f"checkpoint {path} has no EMA weights ({FILE}); it was written without "
+                    "--use_ema: resume it without --use_ema, or start a new OUTPUT_DIR"
+                )
+            self.ema.load(tensors)
         state.run_id = state.run_id or self.state.run_id
         _check_same_data(path, state.data_fingerprint, self.state.data_fingerprint)
         state.data_fingerprint = self.state.data_fingerprint
@@ -183,8 +197,9 @@ class Trainer:
                     samples += self._step(source)
                     self._after_step(stop)
                 self._flush()
-            for callback in self.callbacks:
-                callback.on_train_end(self)
+            with ema_weights(self.ema):  # issue 9: the final validation sees the EMA
+                for callback in self.callbacks:
+                    callback.on_train_end(self)
         finally:
             self.metrics.close()
             self.bar.close()
@@ -226,8 +241,9 @@ class Trainer:
         if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
             self._flush()  # verifies every step up to this one is finite
             self.save_checkpoint()
-        for callback in self.callbacks:
-            callback.on_step_end(self)
+        with ema_weights(self.ema if due_for_callbacks(cfg, step) else None):  # issue 9
+            for callback in self.callbacks:
+                callback.on_step_end(self)
         signum = self._stop_requested(stop)
         if signum is not None:
             self._stop(signum)
@@ -271,6 +287,8 @@ class Trainer:
                 self.state.skipped_steps += 1
             else:
                 self.optimizer.step()
+                if self.ema is not None:  # issue 9: --use_ema
+                    self.ema.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             update = {"skipped": skipped}
@@ -363,6 +381,7 @@ class Trainer:
                 self.lr_scheduler,
                 states,
                 self.cfg.checkpoints_total_limit,
+                extra=ema_files(self.ema),
             )
         acc.wait_for_everyone()
         self.saved_step = self.state.step

@@ -29,6 +29,8 @@ def run_training(cfg: TrainConfig) -> RunResult:
     The last state is checkpointed before the pipeline is published, so a crash while
     publishing loses nothing: resuming from `latest` runs no step and publishes again.
     """
+    from expertune.train.ema import ema_weights
+
     trainer = Trainer(cfg).setup()
     result = trainer.train()
     if trainer.saved_step != trainer.state.step:
@@ -36,7 +38,8 @@ def run_training(cfg: TrainConfig) -> RunResult:
     acc = trainer.accelerator
     acc.wait_for_everyone()
     if acc.is_main_process:
-        _save_final(trainer, result)
+        with ema_weights(trainer.ema):  # issue 9: --use_ema publishes the EMA weights
+            _save_final(trainer, result)
         log.info("saved expert to %s", trainer.output_dir)
         write_run_report(trainer)
     acc.end_training()
@@ -163,4 +166,5 @@ def expert_record(trainer: Trainer, result: RunResult) -> dict:
         "encoder_fingerprints": trainer.data.fingerprints,
         RECORD_KEY: parts,
         "steps": result.steps,
+        "weights": "ema" if cfg.use_ema else "trained",  # issue 9: --use_ema publishes EMA
     }
