@@ -47,7 +47,7 @@ def test_three_unknown_keys_exit_2_in_one_run(write):
 @pytest.mark.parametrize(
     ("key", "harmful"),
     [
-        ("use_ema", "use_dora"),
+        ("push_to_hub", "use_dora"),
         ("push_checkpoints_to_hub", "checkpoints_total_limit"),
         ("validation_resolution", "validation_refiner"),
     ],
@@ -61,7 +61,8 @@ def test_no_hint_points_at_a_different_setting(write, key, harmful):
 def test_misspelling_still_gets_its_flag():
     assert nearest("learnig_rate", FIELDS) == "learning_rate"
     assert nearest("LR-Scheduler", FIELDS) == "lr_scheduler"
-    assert nearest("use_ema", FIELDS) is None
+    assert nearest("use_emma", FIELDS) == "use_ema"
+    assert nearest("push_to_hub", FIELDS) is None
 
 
 def test_aliases_are_simpletuners_current_names(write):
@@ -88,16 +89,16 @@ def test_on_values_of_no_op_keys_are_refused_with_the_reason(write):
 
 
 def test_env_names_of_simpletuner_keys(write, caplog):
-    text = 'MODEL_NAME="m"\nUSE_EMA=false\nCHECKPOINT_STEP_INTERVAL=5\nFOO_BAR=1\nBAZ=2\n'
+    text = 'MODEL_NAME="m"\nPUSH_TO_HUB=false\nCHECKPOINT_STEP_INTERVAL=5\nFOO_BAR=1\nBAZ=2\n'
     message = _error(write("config.env", text))
     assert message.startswith("2 unknown or refused settings in ")
-    assert "FOO_BAR at " in message and "BAZ at " in message and "USE_EMA" not in message
+    assert "FOO_BAR at " in message and "BAZ at " in message and "PUSH_TO_HUB" not in message
 
 
 def test_command_line_collects_every_problem_too():
-    message = _error(None, ["--model_name=m", "--aaa", "--bbb=1", "--use_ema", "true"])
+    message = _error(None, ["--model_name=m", "--aaa", "--bbb=1", "--controlnet", "true"])
     assert message.startswith("3 unknown or refused settings in command line")
-    assert "--use_ema=true (" in message
+    assert "--controlnet=true (" in message
 
 
 def test_table_keys_are_not_fields_and_aliases_name_fields():

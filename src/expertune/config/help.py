@@ -64,6 +64,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "num_train_epochs",
         "gradient_accumulation_steps",
         "max_grad_norm",
+        "use_ema",
+        "ema_decay",
         "adam_beta1",
         "adam_beta2",
         "adam_weight_decay",
