@@ -24,6 +24,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "model_type",
         "lora_rank",
         "lora_alpha",
+        "lora_type",
+        "lycoris_config",
         "use_dora",
         "use_bitfit",
         "mixed_precision",

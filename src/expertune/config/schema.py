@@ -31,6 +31,8 @@ class TrainConfig(BaseModel):
     use_dora: bool = False  # weight-decomposed LoRA (not implemented yet)
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float | None = None  # None = lora_rank
+    lora_type: Literal["standard", "lycoris"] = "standard"  # PEFT LoRA, or LyCORIS
+    lycoris_config: str | None = None  # LyCORIS JSON (algo lokr/loha/locon...) for lycoris
     # optimisation
     learning_rate: float = Field(1e-6, gt=0)
     optimizer: Literal["adamw", "adamw_bf16", "adamw8bit", "prodigy", "lion", "adafactor"] = (
@@ -165,6 +167,7 @@ class TrainConfig(BaseModel):
     def _cross_field_rules(self) -> TrainConfig:
         for rule in (
             _invert_needs_refiner,
+            _lycoris_rules,
             _bitfit_and_dora,
             _band_not_empty,
             _validation_rules,
@@ -212,6 +215,17 @@ def _invert_needs_refiner(cfg: TrainConfig) -> None:
             "--refiner_training_invert_schedule needs --refiner_training: add "
             "--refiner_training (and --refiner_training_strength) or drop the invert flag"
         )
+
+
+def _lycoris_rules(cfg: TrainConfig) -> None:
+    if cfg.lora_type == "lycoris" and cfg.model_type != "lora":
+        raise ConfigError(
+            "--lora_type=lycoris trains an adapter and needs MODEL_TYPE=lora (--model_type=lora)"
+        )
+    if cfg.lora_type == "lycoris" and not cfg.lycoris_config:
+        raise ConfigError("--lora_type=lycoris needs --lycoris_config FILE (a LyCORIS JSON)")
+    if cfg.lora_type == "lycoris" and cfg.use_dora:
+        raise ConfigError("--use_dora is a PEFT LoRA option; drop it with --lora_type=lycoris")
 
 
 def _bitfit_and_dora(cfg: TrainConfig) -> None:

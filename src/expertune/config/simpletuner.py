@@ -74,17 +74,6 @@ KEYS: dict[str, Key] = {
     "hub_model_id": Key(
         "noop", "only used with push_to_hub, which expertune does not do yet", harmless=_always
     ),
-    "lora_type": Key(
-        "noop",
-        "expertune trains standard (PEFT) LoRA; LyCORIS (lora_type=lycoris) is not "
-        "implemented yet: set lora_type=standard",
-        harmless=_one_of("standard"),
-    ),
-    "lycoris_config": Key(
-        "noop",
-        "only used with lora_type=lycoris, which expertune does not do yet",
-        harmless=_always,
-    ),
     "tracker_project_name": Key(
         "noop", "names a wandb project; expertune logs to tensorboard", harmless=_always
     ),

@@ -33,6 +33,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_output_dir(out)
     check_dataset(cfg)
     check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
+    check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )
@@ -104,3 +105,13 @@ def check_model(cfg: TrainConfig) -> Path:
             f"{cfg.model_family!r}; point MODEL_NAME at a {cfg.model_family} model"
         )
     return path
+
+
+def check_lycoris(cfg: TrainConfig) -> None:
+    """--lora_type=lycoris: the package is installed and the JSON reads."""
+    if getattr(cfg, "lora_type", "standard") != "lycoris":
+        return
+    from expertune.models.lycoris import check_lycoris_installed, read_lycoris_config
+
+    check_lycoris_installed()
+    read_lycoris_config(cfg.lycoris_config)

@@ -53,7 +53,12 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
 
     def write(folder: Path) -> None:
         nonlocal unet
-        if cfg.model_type == "lora":
+        if cfg.lora_type == "lycoris":  # issue 9: LyCORIS adapter file, merged pipeline
+            from expertune.models.lycoris import merge_lycoris, read_lycoris_config, save_lycoris
+
+            save_lycoris(unet, folder, read_lycoris_config(cfg.lycoris_config), cfg.lycoris_config)
+            unet = merge_lycoris(unet)
+        elif cfg.model_type == "lora":
             from expertune.models.lora import merge_lora, save_lora
 
             save_lora(unet, folder)

@@ -52,7 +52,11 @@ def setup_model(cfg: TrainConfig):
     for module in (components.vae, components.text_encoder, components.text_encoder_2):
         if module is not None:
             module.requires_grad_(False).eval()
-    if cfg.model_type == "lora":
+    if cfg.model_type == "lora" and cfg.lora_type == "lycoris":  # issue 9
+        from expertune.models.lycoris import add_lycoris, read_lycoris_config
+
+        add_lycoris(unet, read_lycoris_config(cfg.lycoris_config), seed=cfg.seed)
+    elif cfg.model_type == "lora":
         from expertune.models.lora import add_lora
 
         unet.requires_grad_(False)
