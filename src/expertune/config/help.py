@@ -100,7 +100,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "checkpoints_total_limit",
         "resume_from_checkpoint",
     ),
-    "logging": ("logging_steps", "report_to"),
+    "logging": ("logging_steps", "report_to", "tracker_project_name", "tracker_run_name"),
 }
 
 _COMMENT = re.compile(r"^    (\w+): .*?#\s*(.+)$")

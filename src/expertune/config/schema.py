@@ -73,7 +73,9 @@ class TrainConfig(BaseModel):
     checkpoints_total_limit: int | None = Field(None, ge=1)
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
     logging_steps: int = Field(10, ge=1)  # loss synced to host, metrics.jsonl flushed
-    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    report_to: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    tracker_project_name: str = "expertune"  # wandb project (SimpleTuner's name)
+    tracker_run_name: str | None = None  # wandb run name; None: wandb picks one
     # reliability (issue 5)
     skip_nonfinite_steps: int = Field(0, ge=0)  # skip up to N non-finite steps (syncs per step)
     allow_pickle_weights: bool = False  # trust .bin/.ckpt/.pt weights (read weights_only=True)

@@ -74,12 +74,6 @@ KEYS: dict[str, Key] = {
     "hub_model_id": Key(
         "noop", "only used with push_to_hub, which expertune does not do yet", harmless=_always
     ),
-    "tracker_project_name": Key(
-        "noop", "names a wandb project; expertune logs to tensorboard", harmless=_always
-    ),
-    "tracker_run_name": Key(
-        "noop", "names a wandb run; expertune logs to tensorboard", harmless=_always
-    ),
     "disable_benchmark": Key(
         "noop",
         "expertune renders no benchmark images of the untrained model (SimpleTuner's "

@@ -179,6 +179,10 @@ class Trainer:
             ckpt.claim_run(self.output_dir, self.state.run_id)
         self.metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
         self.metrics.truncate_after(self.state.step)
+        if acc.is_main_process:  # issue 9: --report_to=wandb
+            from expertune.train.wandb_log import open_tracker
+
+            self.metrics.tracker = open_tracker(cfg, self.output_dir, self.state.run_id)
         source = BatchSource(
             self.data.dataset, cfg.seed, cfg.train_batch_size, acc, cfg.caption_dropout_probability
         )

@@ -17,6 +17,7 @@ from expertune.errors import ConfigError, DataError
 from expertune.train import checkpoint as ckpt
 from expertune.train.optimizers import check_optimizer
 from expertune.train.outputs import EXPERT_FILE
+from expertune.train.wandb_log import check_wandb
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_dataset(cfg)
     check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
     check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
+    check_wandb(cfg)  # issue 9: --report_to=wandb has its package
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )
