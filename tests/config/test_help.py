@@ -32,7 +32,7 @@ def test_listing_gives_type_and_default():
     text = flag_help()
     assert "  --learning_rate float (default: 1e-06)" in text
     assert "  --pretrained_model_name_or_path text (default: required)" in text
-    assert "  --report_to tensorboard|none (default: tensorboard)" in text
+    assert "  --report_to tensorboard|wandb|none (default: tensorboard)" in text
     assert "  --snr_gamma float (default: not set)  min-SNR loss weighting" in text
 
 
