@@ -99,6 +99,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "checkpointing_steps",
         "checkpoints_total_limit",
         "resume_from_checkpoint",
+        "push_to_hub",
+        "hub_model_id",
+        "push_checkpoints_to_hub",
     ),
     "logging": ("logging_steps", "report_to", "tracker_project_name", "tracker_run_name"),
 }

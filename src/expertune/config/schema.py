@@ -76,6 +76,10 @@ class TrainConfig(BaseModel):
     report_to: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     tracker_project_name: str = "expertune"  # wandb project (SimpleTuner's name)
     tracker_run_name: str | None = None  # wandb run name; None: wandb picks one
+    # hub (issue 9): checked before training, uploaded after publishing (train/hub.py)
+    push_to_hub: bool = False  # upload the published expert with a model card
+    hub_model_id: str | None = None  # the hub repo, e.g. me/my-expert
+    push_checkpoints_to_hub: bool = False  # also upload each checkpoint-N/
     # reliability (issue 5)
     skip_nonfinite_steps: int = Field(0, ge=0)  # skip up to N non-finite steps (syncs per step)
     allow_pickle_weights: bool = False  # trust .bin/.ckpt/.pt weights (read weights_only=True)
@@ -170,6 +174,7 @@ class TrainConfig(BaseModel):
         for rule in (
             _invert_needs_refiner,
             _lycoris_rules,
+            _hub_rules,
             _bitfit_and_dora,
             _band_not_empty,
             _validation_rules,
@@ -217,6 +222,13 @@ def _invert_needs_refiner(cfg: TrainConfig) -> None:
             "--refiner_training_invert_schedule needs --refiner_training: add "
             "--refiner_training (and --refiner_training_strength) or drop the invert flag"
         )
+
+
+def _hub_rules(cfg: TrainConfig) -> None:
+    if cfg.push_to_hub and not cfg.hub_model_id:
+        raise ConfigError("--push_to_hub needs --hub_model_id (the repo, e.g. me/my-expert)")
+    if cfg.push_checkpoints_to_hub and not cfg.push_to_hub:
+        raise ConfigError("--push_checkpoints_to_hub needs --push_to_hub (and --hub_model_id)")
 
 
 def _lycoris_rules(cfg: TrainConfig) -> None:

@@ -62,18 +62,6 @@ KEYS: dict[str, Key] = {
     "checkpoint_steps": Key("alias", "older name of checkpointing_steps", "checkpointing_steps"),
     "model_name": Key("alias", "short name of the model", "pretrained_model_name_or_path"),
     "num_epochs": Key("alias", "short name of num_train_epochs", "num_train_epochs"),
-    "push_to_hub": Key(
-        "noop",
-        "publishing to the Hugging Face hub is not implemented yet; set it false and upload "
-        "OUTPUT_DIR/pipeline with `hf upload`",
-    ),
-    "push_checkpoints_to_hub": Key(
-        "noop",
-        "uploading checkpoints to the hub is not implemented yet; set it false",
-    ),
-    "hub_model_id": Key(
-        "noop", "only used with push_to_hub, which expertune does not do yet", harmless=_always
-    ),
     "disable_benchmark": Key(
         "noop",
         "expertune renders no benchmark images of the untrained model (SimpleTuner's "

@@ -387,6 +387,10 @@ class Trainer:
                 self.cfg.checkpoints_total_limit,
                 extra=ema_files(self.ema),
             )
+            if self.cfg.push_checkpoints_to_hub:  # issue 9
+                from expertune.train.hub import push_checkpoint
+
+                push_checkpoint(self.cfg, path)
         acc.wait_for_everyone()
         self.saved_step = self.state.step
         return path

@@ -15,6 +15,7 @@ from pathlib import Path
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError, DataError
 from expertune.train import checkpoint as ckpt
+from expertune.train.hub import check_hub
 from expertune.train.optimizers import check_optimizer
 from expertune.train.outputs import EXPERT_FILE
 from expertune.train.wandb_log import check_wandb
@@ -36,6 +37,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
     check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
     check_wandb(cfg)  # issue 9: --report_to=wandb has its package
+    check_hub(cfg)  # issue 9: --push_to_hub: the hub answers and the token is valid
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )

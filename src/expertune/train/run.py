@@ -42,6 +42,11 @@ def run_training(cfg: TrainConfig) -> RunResult:
             _save_final(trainer, result)
         log.info("saved expert to %s", trainer.output_dir)
         write_run_report(trainer)
+        if cfg.push_to_hub:  # issue 9: upload the published expert with a model card
+            from expertune.train.hub import push_expert
+            from expertune.train.outputs import read_expert_file
+
+            push_expert(cfg, trainer.output_dir, read_expert_file(trainer.output_dir))
     acc.end_training()
     return result
 
