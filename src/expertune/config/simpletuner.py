@@ -127,14 +127,67 @@ def _shown(value: object) -> str:
     return str(value)[:60]
 
 
-def markdown_table(fields: tuple[str, ...] = ()) -> str:
-    """The migration table: ``fields`` (supported keys) then every key of KEYS."""
-    rows = ["| SimpleTuner key | expertune | notes |", "| --- | --- | --- |"]
-    for name in fields:
-        rows.append(f"| `{name}` | supported | same name and meaning |")
-    for name, key in KEYS.items():
-        what = {"alias": f"alias of `{key.target}`", "noop": "no-op or refused"}.get(
-            key.kind, "refused"
-        )
-        rows.append(f"| `{name}` | {what} | {key.why} |")
+# Every key met in SimpleTuner's config/config.json.example and its SDXL-family examples
+# (sdxl.lycoris-lokr, sdxl.peft-controlnet-lora, kolors.peft-lora): the migration table's rows.
+MET_KEYS: tuple[str, ...] = (
+    "aspect_bucket_rounding", "base_model_precision", "caption_dropout_probability",
+    "checkpoint_step_interval", "checkpoints_total_limit", "controlnet", "data_backend_config",
+    "disable_benchmark", "disable_bucket_pruning", "gradient_checkpointing", "hub_model_id",
+    "learning_rate", "lora_alpha", "lora_rank", "lora_type", "loss_type", "lr_scheduler",
+    "lr_warmup_steps", "lycoris_config", "max_train_steps", "minimum_image_size",
+    "mixed_precision", "model_family", "model_flavour", "model_type", "num_train_epochs",
+    "optimizer", "output_dir", "pretrained_model_name_or_path", "push_checkpoints_to_hub",
+    "push_to_hub", "quantize_via", "report_to", "resolution", "resolution_type",
+    "resume_from_checkpoint", "seed", "tracker_project_name", "tracker_run_name",
+    "train_batch_size", "use_ema", "vae_batch_size", "validation_guidance",
+    "validation_guidance_rescale", "validation_num_inference_steps", "validation_prompt",
+    "validation_prompt_library", "validation_resolution", "validation_seed",
+    "validation_step_interval", "validation_steps", "validation_torch_compile",
+)  # fmt: skip
+
+# Supported keys whose values or meaning differ from SimpleTuner's in a way a migrating
+# user must know; every other supported key means what it means there.
+DIFFERENCES: dict[str, str] = {
+    "model_family": "`sdxl` (SDXL, SSD-1B, ...) and `sdxl-refiner` only; flux, kolors "
+    "and other families are refused by value",
+    "model_type": "`full` or `lora`",
+    "optimizer": "adamw, adamw_bf16 (torch AdamW on fp32 master weights: exact update), "
+    "adamw8bit (CUDA only), prodigy, lion, adafactor; others refused by value",
+    "lr_scheduler": "constant, constant_with_warmup, linear, cosine, cosine_with_restarts, "
+    "polynomial; `constant` with lr_warmup_steps warns and warms up",
+    "loss_type": "l2, huber, smooth_l1 with huber_c (0.1) and huber_schedule (snr), as there",
+    "caption_dropout_probability": "drops the caption only (the empty caption's "
+    "embeddings, cached once), not SDXL's size conditioning; resume-exact",
+    "resolution_type": "top-level default for datasets that do not set it; not set means "
+    "`pixel` per dataset, where SimpleTuner's default is `pixel_area`",
+    "minimum_image_size": "top-level default for datasets that do not set it",
+    "use_ema": "EMA is published as the final model (SimpleTuner saves it beside, in ema/); "
+    "the raw weights stay in the last checkpoint",
+    "lora_type": "`standard` (PEFT LoRA) or `lycoris`",
+    "lycoris_config": "SimpleTuner's JSON; adapter saved in LyCORIS keys ComfyUI loads",
+    "report_to": "tensorboard, wandb (offline without key or network), none",
+    "push_to_hub": "hub and token checked before training; one commit with a model card",
+    "validation_resolution": "`WxH`, `N` or a comma list, width first",
+    "resume_from_checkpoint": "`latest` with no checkpoint yet starts fresh, as there",
+}
+
+
+def migration_table(fields: tuple[str, ...]) -> str:
+    """The table of docs/migrating-from-simpletuner.md: every key of MET_KEYS and KEYS.
+
+    `fields` are TrainConfig's field names (passed in, so this module needs no schema).
+    """
+    rows = ["| SimpleTuner key | in expertune | notes |", "| --- | --- | --- |"]
+    for name in sorted(set(MET_KEYS) | set(KEYS)):
+        key = KEYS.get(name)
+        if name in fields:
+            rows.append(f"| `{name}` | supported | {DIFFERENCES.get(name, 'same meaning')} |")
+        elif key is not None and key.kind == "alias":
+            rows.append(f"| `{name}` | alias of `{key.target}` | {key.why} |")
+        elif key is not None and key.harmless is _always:
+            rows.append(f"| `{name}` | no-op (any value; one notice) | {key.why} |")
+        elif key is not None:
+            rows.append(f"| `{name}` | no-op when off, else refused | {key.why} |")
+        else:
+            rows.append(f"| `{name}` | refused (unknown) | not an expertune setting |")
     return "\n".join(rows)
