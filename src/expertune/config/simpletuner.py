@@ -8,7 +8,7 @@ Every key met in SimpleTuner's example configs is either a TrainConfig field
   empty or SimpleTuner's default); any other value is refused with the reason;
 - ``refused``: always refused, with the reason.
 
-docs/migrating-from-simpletuner.md is generated from this table (``markdown_table``).
+docs/migrating-from-simpletuner.md holds the table ``migration_table`` generates from it.
 """
 
 from __future__ import annotations
