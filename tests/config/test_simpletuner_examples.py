@@ -84,9 +84,17 @@ def test_example_trains_to_the_end(name, work, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))  # wandb: no key here, so offline
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    from accelerate.state import AcceleratorState
+
+    # These examples use mixed_precision=bf16; accelerate keeps one state per process,
+    # so another test's fp32 run in this process must not pin it.
+    AcceleratorState._reset_state(reset_partial_state=True)
     out = tmp_path / "out"
     path = _write(tmp_path, adapt(_original(name), work, out))
-    assert main(["train", "--config", str(path)]) == 0
+    try:
+        assert main(["train", "--config", str(path)]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("trained 2 steps in this run in ") and "(2 in total)" in last
     assert (out / "model_index.json").is_file()
