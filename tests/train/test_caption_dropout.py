@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 from expertune.train.caption_dropout import dropped
 
 
@@ -23,11 +22,10 @@ def test_decision_is_a_function_of_seed_and_batch_only():
     assert dropped(42, 3, 4, 0.0) == [False] * 4
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("dropout")
-    prepare_workdir(work, 3, images=4)
-    return work
+@pytest.fixture
+def work(train_ws):
+    """The session's training workspace (tests/train/conftest.py)."""
+    return train_ws
 
 
 def _train(work: Path, out: Path, *flags: str) -> Path:

@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import load_file
 
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 from expertune.train.ema import FILE, ExpertEMA
 
 
@@ -44,11 +43,10 @@ def test_ema_follows_diffusers_decay_and_swaps_back():
     )
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("ema")
-    prepare_workdir(work, 3, images=4)
-    return work
+@pytest.fixture
+def work(train_ws):
+    """The session's training workspace (tests/train/conftest.py)."""
+    return train_ws
 
 
 def _train(work: Path, out: Path, *flags: str) -> Path:

@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 
 pytestmark = pytest.mark.slow
 
 HUB = ["--push_to_hub", "--hub_model_id=me/expert"]
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    work = tmp_path_factory.mktemp("hub")
-    prepare_workdir(work, 3, images=2)
-    return work
+@pytest.fixture
+def work(train_ws):
+    """The session's training workspace (tests/train/conftest.py)."""
+    return train_ws
 
 
 def _train(work, out, *flags):

@@ -40,12 +40,10 @@ def test_disabled_prints_nothing():
 
 
 @pytest.mark.slow
-def test_train_into_a_log_file_leaves_whole_lines(tmp_path):
+def test_train_into_a_log_file_leaves_whole_lines(tmp_path, train_ws):
     import expertune
-    from expertune.demo import prepare_workdir
 
-    work = tmp_path / "w"
-    prepare_workdir(work, 3, images=2)
+    work = train_ws
     log = tmp_path / "train.log"
     src = str(Path(expertune.__file__).parents[1])
     with log.open("w") as fh:

@@ -8,16 +8,14 @@ from pathlib import Path
 import pytest
 
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("resume")
-    prepare_workdir(work, 3, images=4)
-    return work
+@pytest.fixture
+def work(train_ws):
+    """The session's training workspace (tests/train/conftest.py)."""
+    return train_ws
 
 
 def _train(work: Path, out: Path, *flags: str) -> None:

@@ -9,7 +9,6 @@ import logging
 import pytest
 
 from expertune.cli import main
-from expertune.demo import prepare_workdir
 from expertune.train import wandb_log
 
 pytestmark = pytest.mark.slow
@@ -23,7 +22,7 @@ def test_offline_without_a_key(monkeypatch):
     assert wandb_log.choose_mode() == ("offline", "no W&B API key is configured")
 
 
-def test_training_logs_every_step_to_an_offline_run(tmp_path, monkeypatch, caplog):
+def test_training_logs_every_step_to_an_offline_run(tmp_path, train_ws, monkeypatch, caplog):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no key
@@ -35,8 +34,7 @@ def test_training_logs_every_step_to_an_offline_run(tmp_path, monkeypatch, caplo
         real_log(self, record)
 
     monkeypatch.setattr(wandb_log.WandbTracker, "log", spy)
-    work = tmp_path / "w"
-    prepare_workdir(work, 3, images=2)
+    work = train_ws
     out = tmp_path / "out"
     flags = ["--report_to=wandb", "--tracker_project_name=proj", "--tracker_run_name=first"]
     with caplog.at_level(logging.INFO):
