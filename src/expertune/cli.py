@@ -28,10 +28,15 @@ def _parser() -> argparse.ArgumentParser:
         "e.g. --learning_rate=1e-5 --refiner_training.",
         description="Train and run timestep mixture-of-experts diffusion models (SDXL family).",
     )
+    from expertune import __version__
+    from expertune.config.help import flag_help  # no torch: the schema alone
+
+    p.add_argument("--version", action="version", version=f"expertune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser = _no_abbrev(sub.add_parser)
+    flags = {"epilog": flag_help(), "formatter_class": argparse.RawDescriptionHelpFormatter}
 
-    t = sub.add_parser("train", help="train one expert from a config file plus flags")
+    t = sub.add_parser("train", help="train one expert from a config file plus flags", **flags)
     t.add_argument("--config", action="append", help="config.env, config.json or config.toml")
 
     m = sub.add_parser("moe", help="train K experts from one moe config (TOML or JSON)")
@@ -42,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="inspect a config")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     csub.add_parser = _no_abbrev(csub.add_parser)
-    show = csub.add_parser("show", help="print the resolved config (no model, no network)")
+    show = csub.add_parser("show", help="print the resolved config (no model, no network)", **flags)
     show.add_argument("--config", action="append", help="config.env, config.json or config.toml")
     show.add_argument("--json", action="store_true", help="one JSON object")
 
@@ -97,7 +102,10 @@ def _cmd_train(args) -> int:
     from expertune.app.train import train_expert
 
     result = train_expert(cfg)
-    print(f"trained {result.steps} steps in {result.wall_s:.1f}s -> {cfg.output_dir}")
+    print(
+        f"trained {result.steps_this_run} steps in this run in {result.wall_s:.1f}s "
+        f"({result.steps} in total) -> {cfg.output_dir}"
+    )
     return 0
 
 

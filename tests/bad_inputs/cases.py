@@ -76,7 +76,6 @@ CASES = [
     case("output-dir-is-the-model", "train --config {stage1} --output_dir={model}", "OUTPUT_DIR", "MODEL_NAME", "new folder"),
     case("output-dir-inside-the-model", "train --config {stage1} --output_dir={model}/unet/out", "MODEL_NAME (or inside it)", "new folder"),
     case("output-dir-holds-the-other-expert", "train --config {stage2} --output_dir={out}", "already holds the base expert", "set a new OUTPUT_DIR"),
-    case("resume-without-checkpoint", "train --config {stage1} --output_dir={bad}/empty-out --resume_from_checkpoint=latest", "no complete checkpoint", "drop the flag"),
     case("resume-named-checkpoint-missing", "train --config {stage1} --resume_from_checkpoint=checkpoint-999", "checkpoint-999", "not a complete checkpoint"),
     case("resume-corrupt-checkpoint", "train --config {stage1} --output_dir={bad}/corrupt-out --resume_from_checkpoint=checkpoint-1", "checkpoint-1 is corrupt", "checksum"),
     case("resume-latest-all-corrupt", "train --config {stage1} --output_dir={bad}/corrupt-out --resume_from_checkpoint=latest", "no complete checkpoint", "corrupt: checkpoint-1"),

@@ -152,7 +152,7 @@ def test_unknown_flag_in_extra_args_names_its_line(write):
     )
     path = write("config.env", text)
     message = _one_line_error(path)
-    assert "unknown flag --refiner_trainig_strength" in message
+    assert "unknown setting --refiner_trainig_strength" in message
     assert "(did you mean --refiner_training_strength?)" in message
     assert f"TRAINER_EXTRA_ARGS at {path}:2" in message
 

@@ -61,7 +61,7 @@ def test_as_flags_is_json_and_equality_ignores_sources(write):
         (["--prediction_type=x"], ["--prediction_type=x", "'v_prediction'"]),
         (["--training_scheduler_timestep_spacing=x"], ["'trailing'"]),
         (["--mixed_precision=fp8"], ["'bf16'"]),
-        (["--report_to=wandb"], ["--report_to=wandb", "'none'"]),
+        (["--report_to=comet"], ["--report_to=comet", "'wandb'", "'none'"]),
         (["--use_bitfit=maybe"], ["--use_bitfit=maybe", "true or false"]),
         (["--train_batch_size=1.5"], ["--train_batch_size=1.5", "whole number"]),
         (["--train_batch_size=0"], ["--train_batch_size=0", "at least 1"]),

@@ -92,9 +92,9 @@ def test_argv_forms():
         (["stray"], "unexpected argument 'stray'"),
         (
             ["--lerning_rate=1"],
-            "unknown flag --lerning_rate in command line (did you mean --learning_rate?)",
+            "unknown setting --lerning_rate (did you mean --learning_rate?) in command line",
         ),
-        (["--zzzz=1"], "unknown flag --zzzz"),
+        (["--zzzz=1"], "unknown setting --zzzz in command line"),
     ],
 )
 def test_argv_errors(argv, needle):
@@ -104,7 +104,10 @@ def test_argv_errors(argv, needle):
 def test_unknown_json_key_suggests_the_flag(write):
     path = write("c.json", json.dumps({"model_name": "m", "--refiner_trainig_strength": 0.3}))
     message = _error(path)
-    assert f"unknown flag --refiner_trainig_strength in {path}" in message
+    assert (
+        "unknown setting --refiner_trainig_strength "
+        f"(did you mean --refiner_training_strength?) in {path}" in message
+    )
     assert "(did you mean --refiner_training_strength?)" in message
 
 

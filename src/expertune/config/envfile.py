@@ -19,7 +19,13 @@ from dotenv.parser import parse_stream
 from dotenv.variables import Variable, parse_variables
 
 from expertune.config.argv import read_argv
-from expertune.config.names import ENV_TO_FLAG, EXTRA_ARGS_ENV, flag_for_env
+from expertune.config.names import (
+    ENV_TO_FLAG,
+    ENV_TO_SIMPLETUNER,
+    EXTRA_ARGS_ENV,
+    KeyCheck,
+    env_flag,
+)
 from expertune.config.setting import Setting, Settings
 from expertune.config.text import read_config_text
 from expertune.errors import ConfigError
@@ -52,11 +58,16 @@ def read_env_file(path: Path) -> Settings:
         if a.key == EXTRA_ARGS_ENV:
             extra_chain = [*extra_chain, a] if EXTRA_ARGS_ENV in names else [a]
     settings: Settings = {}
+    check = KeyCheck(str(path))
     for key, value in values.items():
-        if key == EXTRA_ARGS_ENV or (key not in ENV_TO_FLAG and key in referenced):
+        named = key in ENV_TO_FLAG or key in ENV_TO_SIMPLETUNER
+        if key == EXTRA_ARGS_ENV or (not named and key in referenced):
             continue
         where = f"{path}:{lines[key]}"
-        settings[flag_for_env(key, where)] = Setting(value, key, where)
+        flag = env_flag(check, key, value, where)
+        if flag is not None:
+            settings[flag] = Setting(value, key, where)
+    check.finish()  # every refused name of the file in one ConfigError
     settings.update(extra_args(path, values.get(EXTRA_ARGS_ENV, ""), extra_chain))
     return settings
 

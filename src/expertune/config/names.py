@@ -7,12 +7,17 @@ TOML keys use the field names themselves, plus a few SimpleTuner aliases.
 from __future__ import annotations
 
 import difflib
+import logging
 import types
 import typing
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
+from expertune.config import simpletuner
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 EXTRA_ARGS_ENV = "TRAINER_EXTRA_ARGS"  # its value is split with shlex into flags
 
@@ -54,11 +59,7 @@ ENV_TO_FLAG: dict[str, str] = {
     "VALIDATION_SEED": "validation_seed",
 }
 
-FLAG_ALIASES: dict[str, str] = {
-    "model_name": "pretrained_model_name_or_path",
-    "checkpoint_steps": "checkpointing_steps",
-    "num_epochs": "num_train_epochs",
-}
+FLAG_ALIASES: dict[str, str] = dict(simpletuner.ALIASES)
 
 FIELDS: tuple[str, ...] = tuple(TrainConfig.model_fields)
 KNOWN_FLAGS: tuple[str, ...] = FIELDS + tuple(FLAG_ALIASES)
@@ -78,33 +79,104 @@ BOOL_FLAGS: frozenset[str] = frozenset(
 )
 
 
+# A hint must name the same setting, misspelt: close enough that difflib's ratio is
+# at least this (``learnig_rate`` -> learning_rate is 0.96; ``use_ema`` -> use_dora,
+# 0.67, is a different setting and gets no hint).
+TYPO_CUTOFF = 0.85
+
+
+def _squash(word: str) -> str:
+    return word.lower().replace("-", "_").strip("_")
+
+
 def nearest(word: str, candidates: Iterable[str]) -> str | None:
-    """The candidate closest to ``word`` (case-insensitive), or None if nothing is close."""
-    by_lower = {c.lower(): c for c in candidates}
-    found = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
-    return by_lower[found[0]] if found else None
+    """The candidate that ``word`` is a misspelling of (case and dashes ignored), or None."""
+    by_squashed = {_squash(c): c for c in candidates}
+    squashed = _squash(word)
+    if squashed in by_squashed:
+        return by_squashed[squashed]
+    found = difflib.get_close_matches(squashed, list(by_squashed), n=1, cutoff=TYPO_CUTOFF)
+    return by_squashed[found[0]] if found else None
 
 
-def flag_for_key(key: str, where: str) -> str:
-    """The field for a flag or JSON/TOML key (``--key`` or ``key``), else a ConfigError."""
-    name = key.removeprefix("--")
-    name = FLAG_ALIASES.get(name, name)
-    if name in FIELDS:
-        return name
-    guess = nearest(key.removeprefix("--"), KNOWN_FLAGS)
-    hint = f" (did you mean --{guess}?)" if guess else " (see docs/config.md for the flags)"
-    raise ConfigError(f"unknown flag --{key.removeprefix('--')} in {where}{hint}")
+@dataclass
+class KeyCheck:
+    """Resolves every key of one source, collecting all refusals into one ConfigError.
+
+    SimpleTuner keys listed in config/simpletuner.py are aliases, accepted no-ops (a
+    one-line notice each) or refusals with their reason; other unknown keys get a hint
+    only when they are a misspelling of one of our flags.
+    """
+
+    where: str
+    problems: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def flag(self, key: str, value: object) -> str | None:
+        """The field ``key`` sets, or None (a no-op, or a problem recorded for finish)."""
+        name = key.removeprefix("--")
+        name = FLAG_ALIASES.get(name, name)
+        if name in FIELDS:
+            return name
+        known = simpletuner.KEYS.get(name)
+        if known is not None and known.accepts(value):
+            self.notices.append(simpletuner.notice(name, value))
+        elif known is not None:
+            self.problems.append("--" + simpletuner.refusal(name, value))
+        else:
+            guess = nearest(name, KNOWN_FLAGS)
+            self.problems.append(f"--{name}" + (f" (did you mean --{guess}?)" if guess else ""))
+        return None
+
+    def finish(self) -> None:
+        """Log the notices; raise one ConfigError naming every refused key."""
+        for line in self.notices:
+            log.info("%s (%s)", line, self.where)
+        if not self.problems:
+            return
+        if len(self.problems) == 1:
+            word = "refused" if "=" in self.problems[0].split(" ")[0] else "unknown"
+            raise ConfigError(f"{word} setting {self.problems[0]} in {self.where}")
+        raise ConfigError(
+            f"{len(self.problems)} unknown or refused settings in {self.where}: "
+            + "; ".join(self.problems)
+        )
 
 
-def flag_for_env(env_name: str, where: str) -> str:
-    """The field for a config.env name, else a ConfigError suggesting the nearest name."""
+# SimpleTuner's config.env names of the keys in config/simpletuner.py.
+ENV_TO_SIMPLETUNER: dict[str, str] = {
+    "USE_EMA": "use_ema",
+    "LORA_TYPE": "lora_type",
+    "LYCORIS_CONFIG": "lycoris_config",
+    "PUSH_TO_HUB": "push_to_hub",
+    "PUSH_CHECKPOINTS": "push_checkpoints_to_hub",
+    "HUB_MODEL_NAME": "hub_model_id",
+    "TRACKER_PROJECT_NAME": "tracker_project_name",
+    "TRACKER_RUN_NAME": "tracker_run_name",
+    "MINIMUM_RESOLUTION": "minimum_image_size",
+    "RESOLUTION_TYPE": "resolution_type",
+    "ASPECT_BUCKET_ROUNDING": "aspect_bucket_rounding",
+    "CAPTION_DROPOUT_PROBABILITY": "caption_dropout_probability",
+    "VALIDATION_RESOLUTION": "validation_resolution",
+    "VALIDATION_STEP_INTERVAL": "validation_steps",
+    "CHECKPOINT_STEP_INTERVAL": "checkpointing_steps",
+    "OPTIMIZER": "optimizer",
+    "TRAINING_SEED": "seed",
+}
+
+
+def env_flag(check: KeyCheck, env_name: str, value: object, where: str) -> str | None:
+    """The field a config.env name sets, or None (notice or problem recorded in check)."""
     if env_name in ENV_TO_FLAG:
         return ENV_TO_FLAG[env_name]
-    guess = nearest(env_name, [*ENV_TO_FLAG, EXTRA_ARGS_ENV])
+    if env_name in ENV_TO_SIMPLETUNER:
+        return check.flag(ENV_TO_SIMPLETUNER[env_name], value)
+    guess = nearest(env_name, [*ENV_TO_FLAG, *ENV_TO_SIMPLETUNER, EXTRA_ARGS_ENV])
     if env_name.lower() in FIELDS:
-        hint = f"; write --{env_name.lower()}=... in {EXTRA_ARGS_ENV} instead"
+        hint = f" (write --{env_name.lower()}=... in {EXTRA_ARGS_ENV} instead)"
     elif guess:
         hint = f" (did you mean {guess}?)"
     else:
-        hint = f"; put other flags in {EXTRA_ARGS_ENV}, see docs/config.md for the names"
-    raise ConfigError(f"unknown setting {env_name} in {where}{hint}")
+        hint = ""
+    check.problems.append(f"{env_name} at {where}{hint}")
+    return None

@@ -31,15 +31,34 @@ class TrainConfig(BaseModel):
     use_dora: bool = False  # weight-decomposed LoRA (not implemented yet)
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float | None = None  # None = lora_rank
+    lora_type: Literal["standard", "lycoris"] = "standard"  # PEFT LoRA, or LyCORIS
+    lycoris_config: str | None = None  # LyCORIS JSON (algo lokr/loha/locon...) for lycoris
     # optimisation
     learning_rate: float = Field(1e-6, gt=0)
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = Field(0, ge=0)
+    optimizer: Literal["adamw", "adamw_bf16", "adamw8bit", "prodigy", "lion", "adafactor"] = (
+        "adamw"  # see train/optimizers.py
+    )
+    lr_scheduler: Literal[
+        "constant",
+        "constant_with_warmup",
+        "linear",
+        "cosine",
+        "cosine_with_restarts",
+        "polynomial",
+    ] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)  # with constant: constant_with_warmup (warned)
+    lr_num_cycles: int = Field(1, ge=1)  # cosine_with_restarts: hard restarts
+    lr_power: float = Field(1.0, gt=0)  # polynomial: decay power (1 = linear to 1e-7)
+    loss_type: Literal["l2", "huber", "smooth_l1"] = "l2"  # SimpleTuner's pseudo-Huber losses
+    huber_c: float = Field(0.1, gt=0, le=1)  # Huber constant (SimpleTuner's default)
+    huber_schedule: Literal["snr", "exponential", "constant"] = "snr"  # c over timesteps
     train_batch_size: int = Field(1, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     max_grad_norm: float = Field(1.0, ge=0)  # 0 = no clipping
+    use_ema: bool = False  # EMA of the trained weights: validated and published (train/ema.py)
+    ema_decay: float = Field(0.995, gt=0, lt=1)  # SimpleTuner's default
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_weight_decay: float = Field(1e-2, ge=0)
@@ -54,7 +73,13 @@ class TrainConfig(BaseModel):
     checkpoints_total_limit: int | None = Field(None, ge=1)
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoint folder
     logging_steps: int = Field(10, ge=1)  # loss synced to host, metrics.jsonl flushed
-    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    report_to: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    tracker_project_name: str = "expertune"  # wandb project (SimpleTuner's name)
+    tracker_run_name: str | None = None  # wandb run name; None: wandb picks one
+    # hub (issue 9): checked before training, uploaded after publishing (train/hub.py)
+    push_to_hub: bool = False  # upload the published expert with a model card
+    hub_model_id: str | None = None  # the hub repo, e.g. me/my-expert
+    push_checkpoints_to_hub: bool = False  # also upload each checkpoint-N/
     # reliability (issue 5)
     skip_nonfinite_steps: int = Field(0, ge=0)  # skip up to N non-finite steps (syncs per step)
     allow_pickle_weights: bool = False  # trust .bin/.ckpt/.pt weights (read weights_only=True)
@@ -64,6 +89,10 @@ class TrainConfig(BaseModel):
     instance_data_dir: str | None = None  # a plain image folder, when no dataloader config
     # datasets (issue 3)
     aspect_bucket_alignment: int = Field(64, ge=8)  # bucket sides are multiples of this
+    # dataset defaults (issue 9): for datasets of the dataloader config that do not set them
+    resolution_type: Literal["pixel", "area", "pixel_area"] | None = None  # None: pixel
+    minimum_image_size: float | None = Field(None, ge=0)  # in resolution_type's unit
+    caption_dropout_probability: float = Field(0.0, ge=0, lt=1)  # train on "" this often
     vae_batch_size: int = Field(4, ge=1)  # images (and captions) per encoder call when caching
     # timestep experts and noise schedule
     refiner_training: bool = False  # train one band of a timestep mixture of experts
@@ -88,6 +117,8 @@ class TrainConfig(BaseModel):
     validation_guidance: float = 7.5
     validation_guidance_rescale: float = Field(0.0, ge=0, le=1)  # 0.7 for zero-SNR models
     validation_seed: int | None = None
+    validation_resolution: str | None = None  # "WxH", "N" or a comma list; None: resolution
+    validation_negative_prompt: str | None = None  # none by default (SimpleTuner's differs)
     # validation and evaluation (issue 4)
     validation_refiner: str | None = None  # stage two (folder or its OUTPUT_DIR) for stage one
     eval_split: float = Field(0.0, ge=0, lt=1)  # fraction of the training images for eval loss
@@ -128,6 +159,25 @@ class TrainConfig(BaseModel):
             _json_prompts(value)
         return value
 
+    @field_validator("validation_resolution", mode="before")
+    @classmethod
+    def _sizes_text(cls, value: object) -> object:
+        """A list of sizes is accepted as well as SimpleTuner's comma-separated text."""
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str):
+            _validation_sizes(value)
+        return value
+
+    @property
+    def validation_sizes(self) -> tuple[tuple[int, int], ...]:
+        """(height, width) of each validation size; one square at --resolution by default."""
+        if not self.validation_resolution:
+            return ((self.resolution, self.resolution),)
+        return _validation_sizes(self.validation_resolution)
+
     @property
     def validation_prompts(self) -> tuple[str, ...]:
         """The validation prompts: none, the one prompt, or each of a JSON list."""
@@ -140,6 +190,8 @@ class TrainConfig(BaseModel):
     def _cross_field_rules(self) -> TrainConfig:
         for rule in (
             _invert_needs_refiner,
+            _lycoris_rules,
+            _hub_rules,
             _bitfit_and_dora,
             _plan_and_index,
             _validation_rules,
@@ -195,6 +247,24 @@ def _invert_needs_refiner(cfg: TrainConfig) -> None:
             "--refiner_training_invert_schedule needs --refiner_training: add "
             "--refiner_training (and --refiner_training_strength) or drop the invert flag"
         )
+
+
+def _hub_rules(cfg: TrainConfig) -> None:
+    if cfg.push_to_hub and not cfg.hub_model_id:
+        raise ConfigError("--push_to_hub needs --hub_model_id (the repo, e.g. me/my-expert)")
+    if cfg.push_checkpoints_to_hub and not cfg.push_to_hub:
+        raise ConfigError("--push_checkpoints_to_hub needs --push_to_hub (and --hub_model_id)")
+
+
+def _lycoris_rules(cfg: TrainConfig) -> None:
+    if cfg.lora_type == "lycoris" and cfg.model_type != "lora":
+        raise ConfigError(
+            "--lora_type=lycoris trains an adapter and needs MODEL_TYPE=lora (--model_type=lora)"
+        )
+    if cfg.lora_type == "lycoris" and not cfg.lycoris_config:
+        raise ConfigError("--lora_type=lycoris needs --lycoris_config FILE (a LyCORIS JSON)")
+    if cfg.lora_type == "lycoris" and cfg.use_dora:
+        raise ConfigError("--use_dora is a PEFT LoRA option; drop it with --lora_type=lycoris")
 
 
 def _bitfit_and_dora(cfg: TrainConfig) -> None:
@@ -263,6 +333,24 @@ def _json_prompts(text: str) -> tuple[str, ...]:
     ):
         raise ValueError('must be one prompt, or a JSON list of prompts like ["a cat", "a dog"]')
     return tuple(prompts)
+
+
+def _validation_sizes(text: str) -> tuple[tuple[int, int], ...]:
+    """'1024x768,512' -> ((768, 1024), (512, 512)): SimpleTuner's WxH (width first)."""
+    sizes = []
+    for part in text.replace(" ", "").strip("[]").split(","):
+        width, _, height = part.strip("'\"").lower().partition("x")
+        try:
+            w, h = int(width), int(height or width)
+        except ValueError:
+            raise ValueError(
+                f"{part!r} is not a size: write WxH like 1024x1024, "
+                "or several as 1024x1024,768x1344"
+            ) from None
+        if w < 64 or h < 64 or w % 8 or h % 8:
+            raise ValueError(f"{part}: each side must be a multiple of 8 pixels and at least 64")
+        sizes.append((h, w))
+    return tuple(sizes)
 
 
 def _validation_rules(cfg: TrainConfig) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from expertune.config.argv import read_argv
 from expertune.config.envfile import read_env_file
-from expertune.config.names import flag_for_key
+from expertune.config.names import KeyCheck
 from expertune.config.setting import Setting, Settings
 from expertune.config.text import read_config_text
 from expertune.errors import ConfigError
@@ -117,14 +117,17 @@ def read_mapping(data: object, where: str) -> Settings:
     if not isinstance(data, Mapping):
         raise ConfigError(f'{where} must hold one object of flags, like {{"learning_rate": 1e-6}}')
     settings: Settings = {}
+    check = KeyCheck(where)
     for key, value in data.items():
         if isinstance(value, Mapping | list):
             raise ConfigError(
                 f"{key} in {where} must be a single value, not a table or list; "
                 "write every flag at the top level"
             )
-        flag = flag_for_key(str(key), where)
-        settings[flag] = Setting(value, str(key), where)
+        flag = check.flag(str(key), value)
+        if flag is not None:
+            settings[flag] = Setting(value, str(key), where)
+    check.finish()  # every refused key of the file in one ConfigError
     return settings
 
 

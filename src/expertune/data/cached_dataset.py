@@ -26,6 +26,7 @@ class CachedDataset(Dataset):
     def __init__(self, items: Sequence[EncodedItem], caches: Caches | None = None) -> None:
         self.items = list(items)
         self.caches = caches or Caches()
+        self.empty_caption_key: str | None = None  # set when "" is cached (caption dropout)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -52,3 +53,20 @@ class CachedDataset(Dataset):
             "pooled_prompt_embeds": text["pooled_prompt_embeds"],
             "time_ids": torch.tensor(item.time_ids, dtype=torch.float32),
         }
+
+    def without_caption(self, index: int) -> dict[str, torch.Tensor]:
+        """Sample `index` with the empty caption's embeddings (cached once per text folder),
+        for caption dropout; the latents and time ids are the sample's own."""
+        sample = self[index]
+        root = self.items[index].text_root
+        text = None
+        if self.empty_caption_key is not None:
+            text = self.caches(root).get(TEXT, self.empty_caption_key)
+        if text is None:
+            raise DataError(
+                f"the empty caption's embeddings are not cached under {root}; "
+                "run the training job again"
+            )
+        sample["prompt_embeds"] = text["prompt_embeds"]
+        sample["pooled_prompt_embeds"] = text["pooled_prompt_embeds"]
+        return sample

@@ -209,6 +209,19 @@ def single_folder(folder: str, resolution: int) -> DataloaderConfig:
     return DataloaderConfig("INSTANCE_DIR", (spec,), ())
 
 
+def with_defaults(config: DataloaderConfig, defaults: dict) -> DataloaderConfig:
+    """Top-level defaults (SimpleTuner's --resolution_type, --minimum_image_size) for every
+    image dataset that does not set the key itself; None values are no default."""
+    given = {k: v for k, v in defaults.items() if v is not None}
+    if not given:
+        return config
+    images = tuple(
+        spec.model_copy(update={k: v for k, v in given.items() if k not in spec.model_fields_set})
+        for spec in config.images
+    )
+    return DataloaderConfig(config.source, images, config.text_embeds)
+
+
 def read_dataloader_config(path: str | Path) -> DataloaderConfig:
     """Parse and check a dataloader JSON; every mistake is one ConfigError line."""
     path = Path(path)

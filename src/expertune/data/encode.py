@@ -210,6 +210,7 @@ def build_cache(
     batch_size: int = 8,  # images or captions per encoder call
     progress: bool = True,  # tqdm bars (images/s) on stderr
     caches: Caches | None = None,  # Cache objects by folder, shared with the caller
+    extra_captions: Sequence[str] = (),  # also cached in every text folder ("" for dropout)
 ) -> EncodedDataset:
     """Make sure every planned image's latents and caption embeddings are cached.
 
@@ -242,6 +243,9 @@ def build_cache(
     text_jobs: dict[Path, dict[str, str]] = {}
     for item in items:
         text_jobs.setdefault(item.text_root, {})[item.text_key] = item.caption
+    for jobs in text_jobs.values():
+        for caption in extra_captions:
+            jobs[text_key(fps["text"], caption)] = caption
     text_fillers = [
         Filler(caches(root), TEXT, jobs, str, _text_encoder(encoders, stats), batch_size)
         for root, jobs in sorted(text_jobs.items(), key=lambda kv: str(kv[0]))

@@ -38,8 +38,16 @@ def chunks(jobs: dict[str, Job], batch_size: int) -> list[Chunk]:
 
 @contextlib.contextmanager
 def progress_bar(show: bool, desc: str, unit: str, total: int) -> Iterator[tqdm]:
-    """A tqdm bar (rate in `unit`/s) that is silent when not `show` or nothing is to do."""
-    with tqdm(total=total, desc=desc, unit=unit, disable=not (show and total)) as bar:
+    """A tqdm bar (rate in `unit`/s) that is silent when not `show` or nothing is to do.
+
+    When stderr is not a terminal (a log file) it refreshes at most once a minute, so a
+    log holds its first and last state, not a fragment per refresh."""
+    import sys
+
+    every = 0.1 if sys.stderr.isatty() else 60.0
+    with tqdm(
+        total=total, desc=desc, unit=unit, disable=not (show and total), mininterval=every
+    ) as bar:
         yield bar
 
 

@@ -23,6 +23,7 @@ from expertune.data.dataset_config import (
     ImageDatasetSpec,
     read_dataloader_config,
     single_folder,
+    with_defaults,
 )
 from expertune.data.encode import PlannedImage
 from expertune.data.images import plan_crop
@@ -38,10 +39,14 @@ def dataloader_config(cfg) -> DataloaderConfig:
             "both INSTANCE_DIR and DATALOADER_CONFIG are set; keep one (put the folder in "
             "the dataloader config as a dataset)"
         )
+    defaults = {  # issue 9: SimpleTuner's top-level dataset defaults
+        "resolution_type": getattr(cfg, "resolution_type", None),
+        "minimum_image_size": getattr(cfg, "minimum_image_size", None),
+    }
     if cfg.data_backend_config:
-        return read_dataloader_config(cfg.data_backend_config)
+        return with_defaults(read_dataloader_config(cfg.data_backend_config), defaults)
     if cfg.instance_data_dir:
-        return single_folder(cfg.instance_data_dir, cfg.resolution)
+        return with_defaults(single_folder(cfg.instance_data_dir, cfg.resolution), defaults)
     raise ConfigError(
         "no training data: set INSTANCE_DIR (a folder of images with .txt captions) "
         "or DATALOADER_CONFIG (a dataloader JSON)"

@@ -14,6 +14,7 @@ from expertune.data.cache import Caches, cache_key
 from expertune.data.cached_dataset import CachedDataset
 from expertune.data.dataset_config import DataloaderConfig, ImageDatasetSpec
 from expertune.data.encode import EncodedItem, Encoders, EncodeStats, build_cache
+from expertune.data.keys import text_key
 from expertune.data.planning import (
     bucket_alignment,
     dataloader_config,
@@ -126,6 +127,7 @@ def prepare_data(
         batch_size=cfg.vae_batch_size,
         progress=progress,
         caches=caches,
+        extra_captions=("",) if getattr(cfg, "caption_dropout_probability", 0) else (),
     )
     plan.report.add_failures(encoded.failed)
     specs = plan.config.images
@@ -147,6 +149,8 @@ def prepare_data(
         if len(g.items) * (g.repeats + 1) < global_batch
     ]
     training_set.hold(encoded.claim)  # eval and validation samples are among its entries
+    if getattr(cfg, "caption_dropout_probability", 0):
+        training_set.empty_caption_key = text_key(fingerprints["text"], "")
     return PreparedData(
         training=training_set,
         eval_dataset=CachedDataset(evals, caches) if evals else None,

@@ -26,6 +26,8 @@ class PromptSettings:
     seed: int
     height: int
     width: int
+    sizes: tuple[tuple[int, int], ...] = ()  # (height, width) each; () = (height, width)
+    negative_prompt: str | None = None
 
     @classmethod
     def from_config(cls, cfg, prompts: tuple[str, ...]) -> PromptSettings:
@@ -39,10 +41,13 @@ class PromptSettings:
             seed,
             cfg.resolution,
             cfg.resolution,
+            sizes=getattr(cfg, "validation_sizes", ()),  # issue 9: --validation_resolution
+            negative_prompt=getattr(cfg, "validation_negative_prompt", None),
         )
 
     def call_args(self, prompt: str) -> dict:
-        return {
+        negative = {"negative_prompt": self.negative_prompt} if self.negative_prompt else {}
+        return negative | {
             "prompt": prompt,
             "num_images_per_prompt": self.images_per_prompt,
             "num_inference_steps": self.steps,
@@ -61,6 +66,7 @@ class Rendered:
     prompt: str
     prompt_index: int
     sample: int
+    size: tuple[int, int] | None = None  # (height, width) when validating several sizes
 
 
 def render_prompts(
@@ -68,15 +74,27 @@ def render_prompts(
 ) -> list[Rendered]:
     """Every prompt's images from the expert alone, and through the refiner when given."""
     out: list[Rendered] = []
-    size = {"height": settings.height, "width": settings.width}
+    sizes = settings.sizes or ((settings.height, settings.width),)
+    for hw in sizes:
+        tag = hw if len(sizes) > 1 else None
+        out += _render_size(base_pipe, settings, hw, tag, refiner_pipe, handover)
+    return out
+
+
+def _render_size(base_pipe, settings, hw, tag, refiner_pipe, handover) -> list[Rendered]:
+    """Every prompt's images at one (height, width)."""
+    out: list[Rendered] = []
+    size = {"height": hw[0], "width": hw[1]}
     for p, prompt in enumerate(settings.prompts):
         alone = base_pipe(**settings.call_args(prompt), **size).images
-        out += [Rendered(img, "expert", prompt, p, i) for i, img in enumerate(alone)]
+        out += [Rendered(img, "expert", prompt, p, i, tag) for i, img in enumerate(alone)]
         if refiner_pipe is None:
             continue
         args = settings.call_args(prompt)  # one generator for both stages, as generate does
         latents = base_pipe(**args, **size, denoising_end=handover, output_type="latent").images
         args |= {"prompt": [prompt] * len(latents), "num_images_per_prompt": 1}
+        if "negative_prompt" in args:
+            args["negative_prompt"] = [args["negative_prompt"]] * len(latents)
         finished = refiner_pipe(**args, image=latents, denoising_start=handover).images
-        out += [Rendered(img, "chain", prompt, p, i) for i, img in enumerate(finished)]
+        out += [Rendered(img, "chain", prompt, p, i, tag) for i, img in enumerate(finished)]
     return out

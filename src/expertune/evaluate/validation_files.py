@@ -34,6 +34,8 @@ def save_validation(
 
 def _prompt_entry(folder: Path, r, scores: dict) -> dict:
     suffix = "-chain" if r.kind == "chain" else ""
+    if getattr(r, "size", None):  # several --validation_resolution sizes: WxH in the name
+        suffix = f"-{r.size[1]}x{r.size[0]}{suffix}"
     file = f"prompt-{r.prompt_index:02d}-{r.sample}{suffix}.png"
     save_image(r.image, folder / file)
     entry = {"file": file, "kind": r.kind, "prompt": r.prompt}

@@ -2,7 +2,8 @@
 
 Noise the latents at t, regress the prediction-type target, weight per sample
 (min-SNR-gamma [Hang et al. 2023] when asked), average. Eval loss calls the same object
-unweighted, so the number it reports is the quantity training minimises.
+unweighted and as plain MSE (l2), so eval numbers compare across runs whatever the
+training loss type.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from dataclasses import dataclass
 
 import torch
 
-from expertune.schedule.targets import min_snr_weights, prediction_target
+from expertune.schedule.targets import (
+    huber_c_for,
+    min_snr_weights,
+    prediction_target,
+    pseudo_huber_per_sample,
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,9 @@ class DenoisingLoss:
     scheduler: object  # the training DDPMScheduler: add_noise, velocity, alphas_cumprod
     prediction_type: str  # epsilon | v_prediction | sample
     snr_gamma: float | None = None  # min-SNR-gamma weighting; None = unweighted
+    loss_type: str = "l2"  # l2 | huber | smooth_l1 (SimpleTuner's pseudo-Huber forms)
+    huber_c: float = 0.1  # the pseudo-Huber constant ...
+    huber_schedule: str = "snr"  # ... and how it varies over t: constant | exponential | snr
 
     def noisy(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The denoiser's input: latents noised to t."""
@@ -36,7 +45,11 @@ class DenoisingLoss:
     ) -> torch.Tensor:
         """Loss of each sample (shape [B]), weighted unless `weighted` is False."""
         target = prediction_target(self.scheduler, latents, noise, t, self.prediction_type)
-        loss = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        if self.loss_type == "l2":
+            loss = (pred.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+        else:
+            c = huber_c_for(self.scheduler, t, self.huber_c, self.huber_schedule)
+            loss = pseudo_huber_per_sample(pred, target, c, self.loss_type)
         if weighted and self.snr_gamma:
             weights = min_snr_weights(self.scheduler, t, self.snr_gamma, self.prediction_type)
             loss = loss * weights.to(loss.device)

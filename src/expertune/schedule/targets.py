@@ -7,6 +7,8 @@ weights follow min-SNR-gamma [Hang et al. 2023], kept finite at zero-terminal SN
 
 from __future__ import annotations
 
+import math
+
 import torch
 from diffusers import DDPMScheduler
 
@@ -77,3 +79,61 @@ def weighted_mse(
     if weights is not None:
         per_sample = per_sample * weights.to(per_sample.device)
     return per_sample.mean()
+
+
+# --- loss types (issue 9): SimpleTuner's l2 / huber / smooth_l1 ---------------------------
+def huber_c_for(
+    scheduler: DDPMScheduler, timesteps: torch.Tensor, huber_c: float, schedule: str
+) -> torch.Tensor:
+    """The pseudo-Huber constant per sample, as SimpleTuner schedules it over timesteps.
+
+    constant: `huber_c`; exponential: exp(-a t) with a = -ln(huber_c) / T (1 at t = 0,
+    huber_c at t = T); snr: (1 - c) / (1 + sigma)^2 + c with sigma = sqrt((1 - abar) / abar),
+    written as abar / (sqrt(abar) + sqrt(1 - abar))^2 so a zero-SNR last step stays finite.
+    """
+    t = timesteps.float()
+    if schedule == "constant":
+        return torch.full_like(t, huber_c)
+    if schedule == "exponential":
+        total = scheduler.config.num_train_timesteps
+        return torch.exp(t * (math.log(huber_c) / total))
+    if schedule == "snr":
+        abar = scheduler.alphas_cumprod.to(device=timesteps.device)[timesteps].float()
+        shrink = abar / (abar.sqrt() + (1.0 - abar).sqrt()).pow(2)
+        return (1.0 - huber_c) * shrink + huber_c
+    raise ValueError(f"unknown huber_schedule {schedule!r}")
+
+
+def loss_for(loss_type: str, huber_c: torch.Tensor | None = None):
+    """The per-batch loss `f(pred, target, weights)` of `loss_type`.
+
+    l2 is weighted_mse; huber is 2c(sqrt(d^2 + c^2) - c) and smooth_l1 is
+    2(sqrt(d^2 + c^2) - c) with `huber_c` (one value per sample), SimpleTuner's
+    pseudo-Huber forms. Each is averaged per sample, weighted, then over the batch.
+    """
+    if loss_type == "l2":
+        return weighted_mse
+    if loss_type not in ("huber", "smooth_l1"):
+        raise ValueError(f"unknown loss_type {loss_type!r}")
+    if huber_c is None:
+        raise ValueError(f"loss_type {loss_type} needs huber_c")
+
+    def pseudo_huber(pred, target, weights):
+        per_sample = pseudo_huber_per_sample(pred, target, huber_c, loss_type)
+        if weights is not None:
+            per_sample = per_sample * weights.to(per_sample.device)
+        return per_sample.mean()
+
+    return pseudo_huber
+
+
+def pseudo_huber_per_sample(
+    pred: torch.Tensor, target: torch.Tensor, huber_c: torch.Tensor, loss_type: str
+) -> torch.Tensor:
+    """SimpleTuner's pseudo-Huber per sample: smooth_l1 2(sqrt(d^2 + c^2) - c), huber c times it."""
+    c = huber_c.float().to(pred.device).view(-1, *([1] * (pred.dim() - 1)))
+    d2 = (pred.float() - target.float()).pow(2)
+    per_element = 2 * (torch.sqrt(d2 + c * c) - c)
+    if loss_type == "huber":
+        per_element = c * per_element
+    return per_element.flatten(1).mean(dim=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from expertune.errors import ConfigError
+from expertune.train.caption_dropout import dropped
 from expertune.train.order import BatchPlan
 
 
@@ -27,8 +28,11 @@ class BatchSource:
     k-th slice, so a checkpoint's single `position` resumes all of them exactly.
     """
 
-    def __init__(self, dataset, seed: int, batch_size: int, accelerator) -> None:
+    def __init__(
+        self, dataset, seed: int, batch_size: int, accelerator, caption_dropout: float = 0.0
+    ) -> None:
         self.dataset = dataset
+        self.seed, self.caption_dropout = seed, caption_dropout
         self.batch_size = batch_size
         self.rank = accelerator.process_index
         self.device = accelerator.device
@@ -44,10 +48,12 @@ class BatchSource:
                 f"{self.global_batch}; resume with the TRAIN_BATCH_SIZE and number of "
                 "processes that wrote the checkpoint"
             )
-        mine = self.plan.batch(index)[
-            self.rank * self.batch_size : (self.rank + 1) * self.batch_size
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        drop = dropped(self.seed, index, self.global_batch, self.caption_dropout)[mine]
+        items = [
+            self.dataset.without_caption(i) if d else self.dataset[i]
+            for i, d in zip(self.plan.batch(index)[mine], drop, strict=True)
         ]
-        items = [self.dataset[i] for i in mine]
         return {
             key: torch.stack([item[key] for item in items]).to(self.device, non_blocking=True)
             for key in items[0]

@@ -7,6 +7,7 @@
       rng.safetensors     torch generator states, one set per process rank
       rng.json            Python's and numpy's generator states, per rank
       state.json          LoopState: step, data position, epoch, skipped steps, run id
+      ema.safetensors     EMA weights, only with --use_ema (train/ema.py)
       COMPLETE            written last: every file's size and sha256
 
 Everything is written into `.checkpoint-STEP.tmp/`, fsynced, sealed with COMPLETE and
@@ -149,9 +150,20 @@ def latest_loadable(output_dir: Path) -> Path:
     )
 
 
-def resolve_resume(output_dir: Path, resume_from: str) -> Path:
-    """Map `--resume_from_checkpoint` (latest, a name, or a path) to a verified checkpoint."""
+def resolve_resume(output_dir: Path, resume_from: str) -> Path | None:
+    """Map `--resume_from_checkpoint` (latest, a name, or a path) to a verified checkpoint.
+
+    `latest` in an OUTPUT_DIR without any checkpoint folder (sealed or not) is a first run (as in
+    SimpleTuner, whose example configs all set it): None, and the log says so. Folders
+    that exist but none loads are still an error (see latest_loadable).
+    """
     if resume_from == "latest":
+        if not (checkpoint_dirs(output_dir) or unfinished_dirs(output_dir)):
+            log.info(
+                "--resume_from_checkpoint latest: no checkpoint in %s yet, starting fresh",
+                output_dir,
+            )
+            return None
         return latest_loadable(output_dir)
     path = Path(resume_from)
     if not path.is_absolute() and not path.exists():
@@ -180,6 +192,7 @@ def save_checkpoint(
     lr_scheduler,
     rng_states: list[rng_io.RngState],
     total_limit: int | None = None,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,  # more safetensors files
 ) -> Path:
     """Write `checkpoint-STEP` atomically; only then drop this run's oldest beyond `total_limit`.
 
@@ -195,6 +208,9 @@ def save_checkpoint(
         try:
             tmp.mkdir()
             _write_files(tmp, state, weights, optimizer, lr_scheduler, rng_states)
+            for name, tensors in (extra or {}).items():  # e.g. ema.safetensors (issue 9)
+                save_file(tensors, tmp / name)
+            fsync_tree(tmp)
             _seal(tmp)
             _publish(tmp, final)
         except BaseException:
@@ -221,9 +237,15 @@ def _write_files(tmp, state, weights, optimizer, lr_scheduler, rng_states) -> No
 
 
 def _seal(tmp: Path) -> None:
-    """Write the manifest (every file's size and sha256): the checkpoint is now complete."""
+    """Write the manifest (every file's size and sha256): the checkpoint is now complete.
+
+    FILES are required; any other file written (ema.safetensors) is sealed as well."""
+    others = sorted(
+        p.name for p in tmp.iterdir() if p.is_file() and p.name not in FILES and p.name != MARKER
+    )
+    files = sha256_files(tmp, [*FILES, *others])
     with open(tmp / MARKER, "w") as fh:
-        fh.write(json.dumps({"format": 1, "files": sha256_files(tmp, list(FILES))}, indent=1))
+        fh.write(json.dumps({"format": 1, "files": files}, indent=1))
         fh.flush()
         os.fsync(fh.fileno())
     fsync_dir(tmp)
@@ -285,3 +307,15 @@ def load_checkpoint(
             "that wrote it"
         ) from exc
     return state, weights, rng_io.unpack(tensors, plain, rank)
+
+
+def load_extra(path: Path, name: str) -> dict[str, torch.Tensor] | None:
+    """An optional safetensors file of a (verified) checkpoint, or None when absent."""
+    if not (path / name).is_file():
+        return None
+    try:
+        return load_file(path / name)
+    except Exception as exc:
+        raise ConfigError(
+            f"checkpoint {path}: {name} is unreadable ({type(exc).__name__})"
+        ) from exc

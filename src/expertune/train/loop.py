@@ -27,6 +27,7 @@ from expertune.schedule.targets import sample_noise
 from expertune.train import checkpoint as ckpt
 from expertune.train import rng as rng_io
 from expertune.train.batches import BatchSource
+from expertune.train.ema import due_for_callbacks, ema_files, ema_weights
 from expertune.train.guards import FiniteGuard, first_bad, stop_message
 from expertune.train.interrupt import StopSignals
 from expertune.train.outputs import MetricsLog
@@ -44,6 +45,11 @@ class RunResult:
     samples_per_s: float = 0.0
     samples: int = 0
     resumed_from: str | None = None
+    start_step: int = 0  # the step this run began at (issue 9: > 0 when it resumed)
+
+    @property
+    def steps_this_run(self) -> int:
+        return self.steps - self.start_step
 
 
 class Trainer:
@@ -80,6 +86,9 @@ class Trainer:
         self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             self.unet, self.optimizer, self.lr_scheduler
         )
+        from expertune.train.ema import make_ema
+
+        self.ema = make_ema(self.cfg, self.trainable)  # issue 9: --use_ema, on the device
         self.state = ckpt.LoopState(
             run_id=uuid.uuid4().hex[:12],
             data_fingerprint=self.data.dataset.fingerprint,
@@ -98,8 +107,14 @@ class Trainer:
         self.param = Parameterisation.from_config(self.cfg)
         self.noise_scheduler = training_scheduler(self.components.scheduler_config, self.param)
         self.num_train_timesteps = self.noise_scheduler.config.num_train_timesteps
+        cfg = self.cfg
         self.loss = DenoisingLoss(
-            self.noise_scheduler, self.cfg.prediction_type, self.cfg.snr_gamma
+            self.noise_scheduler,
+            cfg.prediction_type,
+            cfg.snr_gamma,
+            loss_type=cfg.loss_type,
+            huber_c=cfg.huber_c,
+            huber_schedule=cfg.huber_schedule,
         )
         lo, hi = self.cfg.expert_band(self.num_train_timesteps)
         self.band = Band(lo, hi)
@@ -146,6 +161,16 @@ class Trainer:
             self._setup_rng(offset=1_000_003 * state.step)
         else:
             rng_io.restore(rng, self._generators())
+        if self.ema is not None:  # issue 9: EMA weights of the checkpoint
+            from expertune.train.ema import FILE
+
+            tensors = ckpt.load_extra(path, FILE)
+            if tensors is None:
+                raise ConfigError(
+                    f"checkpoint {path} has no EMA weights ({FILE}); it was written without "
+                    "--use_ema: resume it without --use_ema, or start a new OUTPUT_DIR"
+                )
+            self.ema.load(tensors)
         state.run_id = state.run_id or self.state.run_id
         _check_same_data(path, state.data_fingerprint, self.state.data_fingerprint)
         state.data_fingerprint = self.state.data_fingerprint
@@ -153,24 +178,31 @@ class Trainer:
         state.global_batch = self.state.global_batch
         self.state = state
         self.saved_step = state.step
+        log.info("resumed from %s (step %d of %d)", path.name, state.step, self.max_steps)
         return str(path)
 
     # ----------------------------------------------------------------- train
     def train(self) -> RunResult:
-        from tqdm.auto import tqdm
+        from expertune.train.progress import make_progress
 
         cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:
             ckpt.claim_run(self.output_dir, self.state.run_id)
         self.metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
         self.metrics.truncate_after(self.state.step)
-        source = BatchSource(self.data.dataset, cfg.seed, cfg.train_batch_size, acc)
-        self.bar = tqdm(
-            total=self.max_steps,
-            initial=self.state.step,
-            desc=f"train {self.band.lo}..{self.band.hi}",
-            disable=not acc.is_local_main_process,
-            dynamic_ncols=True,
+        if acc.is_main_process:  # issue 9: --report_to=wandb
+            from expertune.train.wandb_log import open_tracker
+
+            self.metrics.tracker = open_tracker(cfg, self.output_dir, self.state.run_id)
+        source = BatchSource(
+            self.data.dataset, cfg.seed, cfg.train_batch_size, acc, cfg.caption_dropout_probability
+        )
+        self.bar = make_progress(  # issue 9: plain lines when stderr is not a terminal
+            self.max_steps,
+            self.state.step,
+            f"train {self.band.lo}..{self.band.hi}",
+            enabled=acc.is_local_main_process,
+            every=cfg.logging_steps,
         )
         start, start_step, samples = time.perf_counter(), self.state.step, 0
         self.unet.train()
@@ -180,8 +212,9 @@ class Trainer:
                     samples += self._step(source)
                     self._after_step(stop)
                 self._flush()
-            for callback in self.callbacks:
-                callback.on_train_end(self)
+            with ema_weights(self.ema):  # issue 9: the final validation sees the EMA
+                for callback in self.callbacks:
+                    callback.on_train_end(self)
         finally:
             self.metrics.close()
             self.bar.close()
@@ -192,6 +225,7 @@ class Trainer:
             samples=samples,
             samples_per_s=samples / wall if wall > 0 and self.state.step > start_step else 0.0,
             resumed_from=self.resumed_from,
+            start_step=start_step,
         )
 
     def _step(self, source: BatchSource) -> int:
@@ -222,8 +256,9 @@ class Trainer:
         if cfg.checkpointing_steps and step % cfg.checkpointing_steps == 0:
             self._flush()  # verifies every step up to this one is finite
             self.save_checkpoint()
-        for callback in self.callbacks:
-            callback.on_step_end(self)
+        with ema_weights(self.ema if due_for_callbacks(cfg, step) else None):  # issue 9
+            for callback in self.callbacks:
+                callback.on_step_end(self)
         signum = self._stop_requested(stop)
         if signum is not None:
             self._stop(signum)
@@ -257,6 +292,8 @@ class Trainer:
                 self.state.skipped_steps += 1
             else:
                 self.optimizer.step()
+                if self.ema is not None:  # issue 9: --use_ema
+                    self.ema.step()
             self.lr_scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             update = {"skipped": skipped}
@@ -349,7 +386,12 @@ class Trainer:
                 self.lr_scheduler,
                 states,
                 self.cfg.checkpoints_total_limit,
+                extra=ema_files(self.ema),
             )
+            if self.cfg.push_checkpoints_to_hub:  # issue 9
+                from expertune.train.hub import push_checkpoint
+
+                push_checkpoint(self.cfg, path)
         acc.wait_for_everyone()
         self.saved_step = self.state.step
         return path

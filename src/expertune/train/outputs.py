@@ -45,6 +45,7 @@ class MetricsLog:
         self.path = output_dir / METRICS_FILE
         self._pending: list[dict] = []
         self._writer = None
+        self.tracker = None  # train/wandb_log.WandbTracker with --report_to=wandb
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -88,6 +89,8 @@ class MetricsLog:
                 if self._writer is not None:
                     for key in ("loss", "lr", "samples_per_s"):
                         self._writer.add_scalar(f"train/{key}", record[key], record["step"])
+                if self.tracker is not None:
+                    self.tracker.log(record)
         self._pending.clear()
         return flushed
 
@@ -95,3 +98,6 @@ class MetricsLog:
         self.flush()
         if self._writer is not None:
             self._writer.close()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None

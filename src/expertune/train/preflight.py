@@ -16,8 +16,11 @@ from pathlib import Path
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError
 from expertune.train import checkpoint as ckpt
+from expertune.train.hub import check_hub
+from expertune.train.optimizers import check_optimizer
 from expertune.train.outputs import EXPERT_FILE
 from expertune.train.resume_fit import check_resume_fits
+from expertune.train.wandb_log import check_wandb
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,10 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_output_dir(out)
     check_dataset(cfg)
     check_caches(cfg)
+    check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
+    check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
+    check_wandb(cfg)  # issue 9: --report_to=wandb has its package
+    check_hub(cfg)  # issue 9: --push_to_hub: the hub answers and the token is valid
     resume = (
         ckpt.resolve_resume(out, cfg.resume_from_checkpoint) if cfg.resume_from_checkpoint else None
     )
@@ -201,3 +208,13 @@ def check_model(cfg: TrainConfig) -> Path:
         weights_variant(path / part, name, cfg.allow_pickle_weights)
     check_unet_config(path, found, name)
     return path
+
+
+def check_lycoris(cfg: TrainConfig) -> None:
+    """--lora_type=lycoris: the package is installed and the JSON reads."""
+    if getattr(cfg, "lora_type", "standard") != "lycoris":
+        return
+    from expertune.models.lycoris import check_lycoris_installed, read_lycoris_config
+
+    check_lycoris_installed()
+    read_lycoris_config(cfg.lycoris_config)

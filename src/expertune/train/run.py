@@ -31,6 +31,8 @@ def run_training(
     The last state is checkpointed before the pipeline is published, so a crash while
     publishing loses nothing: resuming from `latest` runs no step and publishes again.
     """
+    from expertune.train.ema import ema_weights
+
     checked = preflight(cfg)  # every refusal comes before anything is written
     with hold_output_lock(Path(cfg.output_dir)):  # a second run on OUTPUT_DIR is refused
         trainer = Trainer(cfg, callbacks=callbacks, hold_out=hold_out).setup(checked)
@@ -40,10 +42,16 @@ def run_training(
         acc = trainer.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            _save_final(trainer, result)
+            with ema_weights(trainer.ema):  # --use_ema publishes the EMA weights
+                _save_final(trainer, result)
             log.info("saved expert to %s", trainer.output_dir)
             if on_published is not None:
                 on_published(trainer)
+            if cfg.push_to_hub:  # upload the published expert with a model card
+                from expertune.train.hub import push_expert
+                from expertune.train.outputs import read_expert_file
+
+                push_expert(cfg, trainer.output_dir, read_expert_file(trainer.output_dir))
         acc.end_training()
     return result
 
@@ -55,7 +63,12 @@ def _save_final(trainer: Trainer, result: RunResult) -> None:
 
     def write(folder: Path) -> None:
         nonlocal unet
-        if cfg.model_type == "lora":
+        if cfg.lora_type == "lycoris":  # issue 9: LyCORIS adapter file, merged pipeline
+            from expertune.models.lycoris import merge_lycoris, read_lycoris_config, save_lycoris
+
+            save_lycoris(unet, folder, read_lycoris_config(cfg.lycoris_config), cfg.lycoris_config)
+            unet = merge_lycoris(unet)
+        elif cfg.model_type == "lora":
             from expertune.models.lora import merge_lora, save_lora
 
             save_lora(unet, folder)  # what load_lora_weights(OUTPUT_DIR) finds
@@ -131,4 +144,5 @@ def expert_record(trainer: Trainer, result: RunResult) -> dict:
         "encoder_fingerprints": trainer.data.fingerprints,
         RECORD_KEY: parts,
         "steps": result.steps,
+        "weights": "ema" if cfg.use_ema else "trained",  # issue 9: --use_ema publishes EMA
     }

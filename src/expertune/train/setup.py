@@ -52,7 +52,11 @@ def setup_model(cfg: TrainConfig):
     for module in (components.vae, components.text_encoder, components.text_encoder_2):
         if module is not None:
             module.requires_grad_(False).eval()
-    if cfg.model_type == "lora":
+    if cfg.model_type == "lora" and cfg.lora_type == "lycoris":  # issue 9
+        from expertune.models.lycoris import add_lycoris, read_lycoris_config
+
+        add_lycoris(unet, read_lycoris_config(cfg.lycoris_config), seed=cfg.seed)
+    elif cfg.model_type == "lora":
         from expertune.models.lora import add_lora
 
         unet.requires_grad_(False)
@@ -127,20 +131,8 @@ def setup_data(cfg: TrainConfig, components, accelerator, hold_out=None) -> Trai
 
 
 def setup_optimizer(cfg: TrainConfig, trainable: dict, max_steps: int):
-    """AdamW over the trainable parameters and the configured lr schedule."""
-    from diffusers.optimization import get_scheduler
+    """--optimizer over the trainable parameters and the --lr_scheduler (train/optimizers.py)."""
+    from expertune.train.optimizers import build_lr_scheduler, build_optimizer
 
-    optimizer = torch.optim.AdamW(
-        list(trainable.values()),
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.adam_weight_decay,
-        eps=cfg.adam_epsilon,
-    )
-    lr_scheduler = get_scheduler(
-        cfg.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=cfg.lr_warmup_steps,
-        num_training_steps=max_steps,
-    )
-    return optimizer, lr_scheduler
+    optimizer = build_optimizer(cfg, list(trainable.values()))
+    return optimizer, build_lr_scheduler(cfg, optimizer, max_steps)
