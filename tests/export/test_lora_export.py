@@ -13,27 +13,10 @@ from safetensors.torch import load_file
 
 from expertune.export.lora import export_lora
 from expertune.models.lora import add_lora, merge_lora, save_lora
+from models.unet_support import unet_output
 
 RANK, ALPHA = 4, 8.0
 TOLERANCE = 1e-5  # UNet output; measured ~6e-7, against ~0.4 between base and LoRA
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    return {
-        "sample": torch.randn(2, 4, 8, 8, generator=g),
-        "timestep": torch.tensor([900, 100]),
-        "encoder_hidden_states": torch.randn(2, 77, 64, generator=g),
-        "added_cond_kwargs": {
-            "text_embeds": torch.randn(2, 32, generator=g),
-            "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2),
-        },
-    }
-
-
-@torch.no_grad()
-def _out(unet):
-    return unet(**_inputs()).sample
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def lora_expert(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def merged_output(lora_expert):
-    return _out(UNet2DConditionModel.from_pretrained(lora_expert / "unet"))
+    return unet_output(UNet2DConditionModel.from_pretrained(lora_expert / "unet"))
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
@@ -65,9 +48,9 @@ def test_load_lora_weights_reproduces_the_trained_unet(
 ):
     out = export_lora(lora_expert, tmp_path / f"{fmt}.safetensors", format=fmt, dtype="fp32")
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_model_dir)
-    base = _out(pipe.unet)
+    base = unet_output(pipe.unet)
     pipe.load_lora_weights(str(out.path))
-    got = _out(pipe.unet)
+    got = unet_output(pipe.unet)
     assert (got - merged_output).abs().max() <= TOLERANCE
     assert (base - merged_output).abs().max() > 100 * TOLERANCE  # the LoRA does matter
     assert (out.rank, out.alpha, out.modules) == (RANK, ALPHA, 32)  # 8 attentions x q,k,v,out

@@ -11,26 +11,9 @@ from safetensors.torch import load_file
 
 from expertune.app.demo import prepare_workdir
 from expertune.cli import main
+from models.unet_support import unet_output
 
 pytestmark = pytest.mark.slow
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    return {
-        "sample": torch.randn(2, 4, 8, 8, generator=g),
-        "timestep": torch.tensor([900, 100]),
-        "encoder_hidden_states": torch.randn(2, 77, 64, generator=g),
-        "added_cond_kwargs": {
-            "text_embeds": torch.randn(2, 32, generator=g),
-            "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2),
-        },
-    }
-
-
-@torch.no_grad()
-def _out(unet):
-    return unet(**_inputs()).sample
 
 
 def test_trained_lora_expert_exports_to_kohya_and_single_file(tmp_path: Path):
@@ -45,8 +28,8 @@ def test_trained_lora_expert_exports_to_kohya_and_single_file(tmp_path: Path):
     assert main(["export", str(out), "--lora", str(kohya), "--dtype", "fp32"]) == 0
     pipe = StableDiffusionXLPipeline.from_pretrained(work / "tiny-model")
     pipe.load_lora_weights(str(kohya))
-    trained = _out(UNet2DConditionModel.from_pretrained(out / "unet"))
-    assert (_out(pipe.unet) - trained).abs().max() <= 1e-5
+    trained = unet_output(UNet2DConditionModel.from_pretrained(out / "unet"))
+    assert (unet_output(pipe.unet) - trained).abs().max() <= 1e-5
 
     single = tmp_path / "single.safetensors"
     assert main(["export", str(out), "--single-file", str(single), "--dtype", "fp32"]) == 0

@@ -8,29 +8,12 @@ from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 
 from expertune.models.lora import add_lora, lora_state_dict, merge_lora, save_lora
+from models.unet_support import unet_output
 
 
 @pytest.fixture
 def unet(tiny_model_dir):
     return UNet2DConditionModel.from_pretrained(tiny_model_dir, subfolder="unet")
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    return {
-        "sample": torch.randn(2, 4, 8, 8, generator=g),
-        "timestep": torch.tensor([900, 100]),
-        "encoder_hidden_states": torch.randn(2, 77, 64, generator=g),
-        "added_cond_kwargs": {
-            "text_embeds": torch.randn(2, 32, generator=g),
-            "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2),
-        },
-    }
-
-
-@torch.no_grad()
-def _out(unet):
-    return unet(**_inputs()).sample
 
 
 def _train_a_little(unet):
@@ -43,18 +26,18 @@ def _train_a_little(unet):
 
 
 def test_new_lora_is_trainable_and_changes_nothing(unet):
-    before = _out(unet)
+    before = unet_output(unet)
     add_lora(unet, rank=4, alpha=8)
     trainable = [n for n, p in unet.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    torch.testing.assert_close(_out(unet), before)
+    torch.testing.assert_close(unet_output(unet), before)
 
 
 def test_save_load_and_merge_round_trip(unet, tiny_model_dir, tmp_path):
-    base = _out(unet)
+    base = unet_output(unet)
     add_lora(unet, rank=4, alpha=8)  # alpha != rank: the saved metadata must carry the scale
     _train_a_little(unet)
-    adapted = _out(unet)
+    adapted = unet_output(unet)
     assert (adapted - base).abs().max() > 1e-2
 
     path = save_lora(unet, tmp_path)
@@ -62,11 +45,11 @@ def test_save_load_and_merge_round_trip(unet, tiny_model_dir, tmp_path):
     assert set(load_file(path)) == {f"unet.{k}" for k in lora_state_dict(unet)}
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny_model_dir)
     pipe.load_lora_weights(tmp_path)
-    torch.testing.assert_close(_out(pipe.unet), adapted)
+    torch.testing.assert_close(unet_output(pipe.unet), adapted)
 
     merged = merge_lora(unet)
     assert merged is unet and not any("lora" in k for k in unet.state_dict())
-    torch.testing.assert_close(_out(unet), adapted, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(unet_output(unet), adapted, atol=1e-5, rtol=1e-4)
 
 
 def test_lora_init_is_seeded_and_leaves_the_global_rng_alone(tiny_model_dir):
