@@ -20,6 +20,7 @@ from expertune.config.schema import TrainConfig
 GROUPS: dict[str, tuple[str, ...]] = {
     "model": (
         "pretrained_model_name_or_path",
+        "init_from",
         "model_family",
         "model_type",
         "lora_rank",

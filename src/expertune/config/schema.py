@@ -27,6 +27,7 @@ class TrainConfig(BaseModel):
     model_type: Literal["full", "lora"] = "full"  # train every weight, or a LoRA adapter
     model_family: Literal["sdxl", "sdxl-refiner"] = "sdxl"  # SDXL (SSD-1B, ...) or its refiner
     pretrained_model_name_or_path: str  # hub name, local diffusers folder or single file
+    init_from: str | None = None  # start the UNet from a trained parent (models/parent.py)
     use_bitfit: bool = False  # train only biases (not implemented yet)
     use_dora: bool = False  # weight-decomposed LoRA (not implemented yet)
     lora_rank: int = Field(16, ge=1)

@@ -77,7 +77,7 @@ class Trainer:
         self.checked = checked or preflight(self.cfg)  # user errors, before any work
         setup_output_dir(self.output_dir)
         self.accelerator = setup_accelerator(self.cfg, self.output_dir)
-        self.components, self.unet, self.trainable = setup_model(self.cfg)
+        self.components, self.unet, self.trainable = setup_model(self.cfg, self.checked.parent)
         self._setup_schedule()
         self.data = setup_data(self.cfg, self.components, self.accelerator, self.hold_out)
         self.optimizer, self.lr_scheduler = setup_optimizer(

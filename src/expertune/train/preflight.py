@@ -29,6 +29,7 @@ class Checked:
 
     model_path: Path
     resume: Path | None  # a verified checkpoint, or None for a fresh run
+    parent: object = None  # models.parent.Parent with --init_from, else None
 
 
 def preflight(cfg: TrainConfig) -> Checked:
@@ -54,12 +55,24 @@ def preflight(cfg: TrainConfig) -> Checked:
             "overwrite the base model: set OUTPUT_DIR to a new folder"
         )
     check_buckets(cfg, model_path)
+    parent = check_init_from(cfg, model_path)
     if resume is not None:
         from expertune.models.load import read_scheduler_config
 
         timesteps = read_scheduler_config(model_path, cfg.pretrained_model_name_or_path)
         check_resume_fits(resume, cfg, int(timesteps.get("num_train_timesteps", 1000)))
-    return Checked(model_path=model_path, resume=resume)
+    return Checked(model_path=model_path, resume=resume, parent=parent)
+
+
+def check_init_from(cfg: TrainConfig, model_path: Path):
+    """--init_from names a parent whose UNet has exactly MODEL_NAME's tensors (headers only)."""
+    if not cfg.init_from:
+        return None
+    from expertune.models.parent import check_parent
+
+    unet = model_path / "unet"
+    readable = unet.is_dir() and any(unet.glob("*.safetensors"))
+    return check_parent(cfg.init_from, unet if readable else None)
 
 
 def check_output_set(cfg: TrainConfig) -> None:

@@ -130,6 +130,8 @@ def expert_record(trainer: Trainer, result: RunResult) -> dict:
         "model_family": cfg.model_family,
         "model_type": cfg.model_type,
         "base_model": cfg.pretrained_model_name_or_path,
+        # the trained model this expert was split from (--init_from), or None
+        "parent": trainer.checked.parent.describe() if trainer.checked.parent else None,
         "plan": {"edges": list(plan.edges)},
         "expert_index": index,
         "band": [trainer.band.lo, trainer.band.hi],

@@ -39,8 +39,12 @@ def setup_accelerator(cfg: TrainConfig, output_dir: Path):
     )
 
 
-def setup_model(cfg: TrainConfig):
-    """Load the family's parts; return (components, unet, trainable params by name)."""
+def setup_model(cfg: TrainConfig, parent=None):
+    """Load the family's parts; return (components, unet, trainable params by name).
+
+    `parent` (models.parent.Parent, from --init_from) replaces the UNet's weights before
+    any adapter is added, so a LoRA expert's frozen base is the parent's UNet.
+    """
     from expertune.models.load import load_components
 
     components = load_components(
@@ -49,6 +53,11 @@ def setup_model(cfg: TrainConfig):
         allow_pickle=cfg.allow_pickle_weights,
     )
     unet = components.unet
+    if parent is not None:
+        from expertune.models.parent import init_unet_from
+
+        init_unet_from(unet, parent)
+        log.info("init_from: UNet weights from %s (%s)", parent.path, parent.kind)
     for module in (components.vae, components.text_encoder, components.text_encoder_2):
         if module is not None:
             module.requires_grad_(False).eval()
