@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("moe", help="train K experts from one moe config (TOML or JSON)")
     m.add_argument("--config", required=True, help="moe.toml or moe.json")
     m.add_argument("--dry-run", action="store_true", help="print the plan; load no model")
-    m.add_argument("--only", metavar="NAME", help="train this one expert only")
+    m.add_argument("--only", metavar="NAME", help="train this one run only (an expert, parent)")
+    m.add_argument(
+        "--parallel", type=int, default=1, metavar="N", help="train up to N runs at once"
+    )
 
     c = sub.add_parser("config", help="inspect a config")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -111,22 +114,33 @@ def _cmd_train(args) -> int:
 
 def _cmd_moe(args) -> int:
     from expertune.config.moe import describe, load_moe
+    from expertune.errors import ConfigError
 
     moe = load_moe(args.config, _flags(args.flags))  # every config error before torch
-    if args.only is not None and args.only not in moe.names:
-        from expertune.errors import ConfigError
-
+    names = [c.expert_name for c in moe.runs()]
+    if args.only is not None and args.only not in names:
         raise ConfigError(
-            f"--only {args.only}: {args.config} has no expert of that name; "
-            f"pick one of {', '.join(moe.names)}"
+            f"--only {args.only}: {args.config} has no run of that name; "
+            f"pick one of {', '.join(names)}"
+        )
+    if args.parallel < 1 or (args.parallel > 1 and args.only is not None):
+        raise ConfigError(
+            f"--parallel {args.parallel}: give a number >= 1, and not with --only "
+            "(which trains one run)"
         )
     print(describe(moe))
     if args.dry_run:
         return 0
     from expertune.app.moe import run_moe
 
-    written = run_moe(moe, only=args.only)
-    print(f"wrote {written}" if written else "experts still to train; manifest not written")
+    relaunch = (args.config, _flags(args.flags))
+    written = run_moe(moe, only=args.only, parallel=args.parallel, relaunch=relaunch)
+    if written:
+        print(f"wrote {written}")
+    elif args.only is None:
+        print("runs still to train; manifest not written")
+    else:
+        print(f"{args.only} is trained; run without --only to write the manifest")
     return 0
 
 

@@ -25,3 +25,14 @@ def no_progress_bars() -> Iterator[None]:
     finally:
         for lib in libraries:
             lib.enable_progress_bar()
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` beside `path`, then rename it into place: readers see old or new."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -87,3 +87,41 @@ def test_mistakes_are_one_line_naming_the_key(tmp_path, head, experts, said):
     with pytest.raises(ConfigError) as err:
         load_moe(_write(tmp_path, head, experts=experts))
     assert said in str(err.value) and "\n" not in str(err.value)
+
+
+def test_parent_steps_and_baseline_add_full_range_runs(tmp_path):
+    shared = SHARED + "max_train_steps = 5\n"
+    moe = load_moe(
+        _write(
+            tmp_path,
+            "edges = [0, 250, 600, 1000]\nparent_steps = 7\nbaseline = true",
+            shared=shared,
+        )
+    )
+    assert [c.expert_name for c in moe.runs()] == ["parent", "high", "mid", "low", "baseline"]
+    assert moe.parent.expert_band() == (0, 999) and moe.parent.max_train_steps == 7
+    assert moe.parent.init_from is None
+    assert {c.init_from for c in moe.experts} == {str(tmp_path / "out" / "parent")}
+    assert moe.baseline.max_train_steps == 15 and moe.baseline.expert_band() == (0, 999)
+    assert moe.baseline.init_from == str(tmp_path / "out" / "parent")  # the experts' start
+    text = describe(moe)
+    assert "parent" in text and "baseline" in text and "15 steps" in text
+
+
+@pytest.mark.parametrize(
+    ("head", "experts", "message"),
+    [
+        ("edges = [0, 500, 1000]\nparent_steps = 0", None, "parent_steps"),
+        ("edges = [0, 500, 1000]\nbaseline = 1", None, "baseline"),
+        ("edges = [0, 500, 1000]\nbaseline = true", None, "max_train_steps"),
+        (
+            "edges = [0, 500, 1000]",
+            '[[experts]]\nname = "a"\n[[experts]]\nname = "parent"\n',
+            "'parent'",
+        ),
+    ],
+)
+def test_parent_and_baseline_refusals_name_the_key(tmp_path, head, experts, message):
+    two = '[[experts]]\nname = "a"\n[[experts]]\nname = "b"\n'
+    with pytest.raises(ConfigError, match=message):
+        load_moe(_write(tmp_path, head, experts=experts or two))

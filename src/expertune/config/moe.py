@@ -2,6 +2,8 @@
 
     output_root = "runs/moe"
     edges = [0, 250, 600, 1000]   # or strengths = [0.35] | snr = [0.25, 4.0] | boundary_ratio
+    parent_steps = 200            # optional: train a full-range parent, split it (eDiff-I)
+    baseline = true               # optional: one full-range model, same total steps
     [shared]                      # any training flag, as in config.json
     pretrained_model_name_or_path = "expertune/tiny-sdxl"
     [[experts]]                   # in denoising order: the first owns the highest-noise band
@@ -13,6 +15,11 @@ every expert, the manifest and inference agree on the same edges. `strengths` ar
 seed's refiner strengths (each the share of T below an edge), `snr` the SNR values where
 edges fall (computed from the model's own schedule, zero-terminal SNR applied when set),
 `boundary_ratio` Wan 2.2's convention (the high-noise expert owns t >= ratio * T).
+
+`parent_steps = N` adds a full-range parent (OUTPUT_ROOT/parent, N steps on the [shared]
+flags) that every expert without its own `init_from` starts from. `baseline = true`
+adds a full-range model (OUTPUT_ROOT/baseline) trained for the experts' total steps from
+the same start, so the report can say whether the split paid.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from expertune.errors import ConfigError
 from expertune.schedule.bands import BandPlan, strength_boundary
 
 PLAN_KEYS = ("edges", "strengths", "snr", "boundary_ratio")
-TOP_KEYS = {"output_root", "baseline", "shared", "experts", *PLAN_KEYS}
+TOP_KEYS = {"output_root", "baseline", "parent_steps", "shared", "experts", *PLAN_KEYS}
+RESERVED = ("cache", "parent", "baseline", "logs", "report")  # folders of OUTPUT_ROOT
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 MIN_EXPERTS, MAX_EXPERTS = 2, 8
 
@@ -44,8 +52,14 @@ class MoePlan:
     plan: BandPlan
     names: tuple[str, ...]  # denoising order: names[0] owns the highest-noise band
     experts: tuple[TrainConfig, ...]  # same order as names
-    baseline: bool
+    baseline: TrainConfig | None  # `baseline = true`: one full-range model, same steps
     source: str  # how the bands were given, e.g. "edges", "snr"
+    parent: TrainConfig | None = None  # `parent_steps = N`: trained first, then split
+
+    def runs(self) -> tuple[TrainConfig, ...]:
+        """Every training run of the moe run, in the order they train."""
+        first = (self.parent,) if self.parent else ()
+        return (*first, *self.experts, *((self.baseline,) if self.baseline else ()))
 
     def band_index(self, position: int) -> int:
         """The plan's (ascending) band index of the expert at denoising `position`."""
@@ -74,19 +88,56 @@ def load_moe(path: str | Path, overrides: list[str] = ()) -> MoePlan:
     base = {**read_mapping(shared, f"[shared] in {where}"), **_argv(overrides)}
     probe = build_config({**base, "output_dir": Setting(str(root), "output_root", where)})
     plan, source = _plan(data, len(names), probe, where)
+    base.setdefault("cache_dir", Setting(str(root / "cache"), "output_root", where))
+    parent = _parent(data, base, root, where)
+    if parent is not None:
+        base.setdefault("init_from", Setting(parent.output_dir, "parent_steps", where))
     configs = []
     for position, (name, table) in enumerate(zip(names, experts, strict=True)):
         own = {k: v for k, v in table.items() if k != "name"}
         settings = {**base, **read_mapping(own, f"[[experts]] {name} in {where}")}
         settings["output_dir"] = Setting(str(root / name), "output_root", where)
-        settings["cache_dir"] = settings.get("cache_dir") or Setting(
-            str(root / "cache"), "output_root", where
-        )
         settings["band_edges"] = Setting(list(plan.edges), source, where)
         settings["band_index"] = Setting(len(plan) - 1 - position, "experts", where)
         settings["expert_name"] = Setting(name, "name", where)
         configs.append(build_config(settings))
-    return MoePlan(root, plan, names, tuple(configs), bool(data.get("baseline", False)), source)
+    baseline = _baseline(data, base, configs, root, where)
+    return MoePlan(root, plan, names, tuple(configs), baseline, source, parent)
+
+
+def _full_range(base: dict, root: Path, name: str, key: str, where: str, steps: int):
+    """A one-band run of the [shared] flags into OUTPUT_ROOT/<name>."""
+    settings = {**base, "max_train_steps": Setting(steps, key, where)}
+    settings["output_dir"] = Setting(str(root / name), key, where)
+    settings["expert_name"] = Setting(name, key, where)
+    settings["band_edges"] = Setting([0, SDXL_TRAIN_TIMESTEPS], key, where)
+    settings["band_index"] = Setting(0, key, where)
+    return build_config(settings)
+
+
+def _parent(data: dict, base: dict, root: Path, where: str) -> TrainConfig | None:
+    steps = data.get("parent_steps")
+    if steps is None:
+        return None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"parent_steps = {steps!r} in {where} must be a whole number >= 1")
+    return _full_range(base, root, "parent", "parent_steps", where, steps)
+
+
+def _baseline(data: dict, base: dict, experts: list, root: Path, where: str):
+    value = data.get("baseline", False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"baseline = {value!r} in {where} must be true or false")
+    if not value:
+        return None
+    unset = [c.expert_name for c in experts if c.max_train_steps is None]
+    if unset:
+        raise ConfigError(
+            f"baseline = true in {where} trains the experts' total steps, but "
+            f"{', '.join(unset)} set(s) no max_train_steps; set max_train_steps in [shared]"
+        )
+    total = sum(c.max_train_steps for c in experts)
+    return _full_range(base, root, "baseline", "baseline", where, total)
 
 
 def _read(path: Path) -> dict:
@@ -124,6 +175,11 @@ def _names(experts: list[dict], where: str) -> tuple[str, ...]:
             )
         if name in names:
             raise ConfigError(f"two [[experts]] in {where} are named {name!r}; names must differ")
+        if name in RESERVED:
+            raise ConfigError(
+                f"[[experts]] name = {name!r} in {where} is a folder the moe run uses "
+                f"itself ({', '.join(RESERVED)}); pick another name"
+            )
         names.append(name)
     return tuple(names)
 
@@ -214,6 +270,16 @@ def describe(moe: MoePlan) -> str:
         lines.append(
             f"  {name:<12} t {band.lo:>4}..{band.hi:<4}  SNR {lo_snr:.4g}..{hi_snr:.4g}  "
             f"denoising_end {end:.4g}" + (" (last)" if band.lo == 0 else "")
+        )
+    if moe.parent is not None:
+        lines.append(
+            f"  parent       t    0..{T - 1:<4}  {moe.parent.max_train_steps} steps, trained "
+            "first; every expert without its own init_from starts from it"
+        )
+    if moe.baseline is not None:
+        lines.append(
+            f"  baseline     t    0..{T - 1:<4}  {moe.baseline.max_train_steps} steps (the "
+            "experts' total), for the report's comparison"
         )
     return "\n".join(lines)
 

@@ -12,15 +12,21 @@ WIDTH, HEIGHT, PAD = 640, 92, 20
 
 
 def plan_edges(band: Sequence[int], num_train_timesteps: int) -> list[int]:
-    """Edges of the plan an expert with `band` belongs to (two experts at most)."""
+    """Edges of a plan of at most two experts that holds `band` (when the plan is unknown)."""
     lo, hi = band
     return sorted({0, lo, hi + 1, num_train_timesteps})
 
 
-def band_svg(band: Sequence[int], num_train_timesteps: int) -> str:
-    """An SVG element (as text) showing the plan and this expert's place in it."""
+def band_svg(
+    band: Sequence[int] | None,
+    num_train_timesteps: int,
+    edges: Sequence[int] | None = None,  # the whole plan, 0 .. T; None: derived from band
+    names: Sequence[str] | None = None,  # one per band in ascending order, shown inside it
+) -> str:
+    """An SVG element (as text) showing the plan and this expert's place in it (`band`;
+    None highlights none, for the whole chain's view)."""
     T = num_train_timesteps
-    edges = plan_edges(band, T)
+    edges = sorted(edges) if edges else plan_edges(band, T)
     span = WIDTH - 2 * PAD
 
     def x(t: float) -> float:
@@ -30,11 +36,12 @@ def band_svg(band: Sequence[int], num_train_timesteps: int) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="band plan">'
     ]
-    for a, b in itertools.pairwise(edges):
-        mine = [a, b - 1] == list(band)
+    for i, (a, b) in enumerate(itertools.pairwise(edges)):
+        mine = band is not None and [a, b - 1] == list(band)
         fill = "#2e75b6" if mine else "#d0d7de"
         colour = "white" if mine else "#333"
         label = f"[{a}, {b - 1}]" + (" this expert" if mine else "")
+        label = f"{names[i]} {label}" if names else label
         parts.append(
             f'<rect x="{x(b):.1f}" y="22" width="{x(a) - x(b):.1f}" height="30" '
             f'fill="{fill}" stroke="white"/>'

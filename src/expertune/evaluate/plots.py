@@ -100,3 +100,19 @@ def compare_bands(result: dict, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def run_loss_curves(curves: dict[str, list[dict]], out: Path) -> Path:
+    """Training loss (EMA-smoothed) per step of every run of a moe run, one line each."""
+    fig, ax = _figure(7.2, 4.0)
+    for name, train in curves.items():
+        if train:
+            steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+            style = "--" if name in ("baseline", "parent") else "-"
+            ax.plot(steps, ema(losses), style, label=f"{name} (EMA)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training MSE")
+    ax.grid(alpha=0.3)
+    if any(curves.values()):
+        ax.legend(fontsize=8)
+    return _save(fig, out)

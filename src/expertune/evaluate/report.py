@@ -78,10 +78,10 @@ def write_report(output_dir: str | Path) -> Path:
         f"<p class=muted>{escape(str(out.resolve()))} · written "
         f"{time.strftime('%Y-%m-%d %H:%M:%S')}</p>{''.join(sections)}</body></html>\n"
     )
+    from expertune.io import write_text_atomic
+
     path = out / REPORT_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, page)
     return path
 
 
@@ -150,7 +150,8 @@ def _config_section(run: dict) -> str:
     if not flags and expert:
         rows += [(k, expert.get(k)) for k in ("base_model", "plan", "expert_index")]
         rows += list((expert.get("parameterisation") or {}).items())
-    diagram = band_svg(band, run["T"]) if band else "<p class=muted>band unknown</p>"
+    edges = flags.get("band_edges") or (expert.get("plan") or {}).get("edges")
+    diagram = band_svg(band, run["T"], edges) if band else "<p class=muted>band unknown</p>"
     details = ""
     if flags:
         every = _table([(k, v) for k, v in flags.items()])

@@ -1,0 +1,5 @@
+"""`python -m expertune ...`: the same entry point as the `expertune` command."""
+
+from expertune.cli import main
+
+raise SystemExit(main())
