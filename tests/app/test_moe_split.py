@@ -123,5 +123,16 @@ def test_parent_split_and_baseline_report(work):
         assert section in page
     assert "data:image/png;base64," in page and "high [400, 999]" in page
     assert (root / "report" / "chain.png").is_file() and "through the chain (2 experts)" in page
+    # validation through the chain as it stood: high ran before low existed
+    high = json.loads(
+        (root / "high" / "validation" / f"step-{STEPS}" / "validation.json").read_text()
+    )
+    low = json.loads(
+        (root / "low" / "validation" / f"step-{STEPS}" / "validation.json").read_text()
+    )
+    assert high["chain"] == [f"stand-in {root / 'parent'} (low not ready)", "this expert (live)"]
+    assert low["chain"] == ["this expert (live)", str(root / "high")]
+    assert {e["kind"] for e in high["images"]} == {"expert", "chain"}
+    assert {e["kind"] for e in low["images"]} == {"chain", "dataset"}  # prompts via the chain
     manifest = json.loads((root / "moe.json").read_text())
     assert manifest["parent"] == "parent" and manifest["baseline"] == "baseline"

@@ -95,6 +95,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "validation_seed",
         "validation_using_datasets",
         "validation_refiner",
+        "validation_chain",
         "evaluation_type",
         "pretrained_evaluation_model_name_or_path",
         "eval_split",

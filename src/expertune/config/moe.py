@@ -92,6 +92,7 @@ def load_moe(path: str | Path, overrides: list[str] = ()) -> MoePlan:
     parent = _parent(data, base, root, where)
     if parent is not None:
         base.setdefault("init_from", Setting(parent.output_dir, "parent_steps", where))
+    chain = [str(root / name) for name in reversed(names)]  # ascending bands
     configs = []
     for position, (name, table) in enumerate(zip(names, experts, strict=True)):
         own = {k: v for k, v in table.items() if k != "name"}
@@ -100,6 +101,7 @@ def load_moe(path: str | Path, overrides: list[str] = ()) -> MoePlan:
         settings["band_edges"] = Setting(list(plan.edges), source, where)
         settings["band_index"] = Setting(len(plan) - 1 - position, "experts", where)
         settings["expert_name"] = Setting(name, "name", where)
+        settings.setdefault("validation_chain", Setting(chain, "experts", where))
         configs.append(build_config(settings))
     baseline = _baseline(data, base, configs, root, where)
     return MoePlan(root, plan, names, tuple(configs), baseline, source, parent)

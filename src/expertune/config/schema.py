@@ -122,6 +122,7 @@ class TrainConfig(BaseModel):
     validation_negative_prompt: str | None = None  # none by default (SimpleTuner's differs)
     # validation and evaluation (issue 4)
     validation_refiner: str | None = None  # stage two (folder or its OUTPUT_DIR) for stage one
+    validation_chain: tuple[str, ...] | None = None  # every band's expert folder (ascending)
     eval_split: float = Field(0.0, ge=0, lt=1)  # fraction of the training images for eval loss
     eval_timesteps: int = Field(10, ge=1)  # eval-loss timesteps, evenly spaced in the band
     eval_full_range: bool = False  # eval loss over [0, T) as well as over the band
@@ -148,6 +149,14 @@ class TrainConfig(BaseModel):
                 return tuple(int(part) for part in text.split(",") if part.strip())
             except ValueError:
                 raise ValueError("must be whole timesteps like 0,250,600,1000") from None
+        return value
+
+    @field_validator("validation_chain", mode="before")
+    @classmethod
+    def _folders_from_text(cls, value: object) -> object:
+        """Folders as written in a flag: ``low,mid,high`` (a list is accepted too)."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("validation_prompt", mode="before")
@@ -195,6 +204,7 @@ class TrainConfig(BaseModel):
             _hub_rules,
             _bitfit_and_dora,
             _plan_and_index,
+            _chain_fits_plan,
             _validation_rules,
         ):
             rule(self)
@@ -321,6 +331,18 @@ def _plan_and_index(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"--band_index={cfg.band_index} must name one of the {len(plan)} bands of "
             f"--band_edges={list(plan.edges)} (0 = lowest noise .. {len(plan) - 1})"
+        )
+
+
+def _chain_fits_plan(cfg: TrainConfig) -> None:
+    """--validation_chain names one expert folder per band of the plan."""
+    if cfg.validation_chain is None:
+        return
+    bands = len(cfg.band_edges) - 1
+    if len(cfg.validation_chain) != bands:
+        raise ConfigError(
+            f"--validation_chain lists {len(cfg.validation_chain)} folders, but the band plan "
+            f"has {bands} bands; give one expert folder per band, lowest noise first"
         )
 
 

@@ -98,3 +98,16 @@ def _render_size(base_pipe, settings, hw, tag, refiner_pipe, handover) -> list[R
         finished = refiner_pipe(**args, image=latents, denoising_start=handover).images
         out += [Rendered(img, "chain", prompt, p, i, tag) for i, img in enumerate(finished)]
     return out
+
+
+def render_through(chain_pipe, settings: PromptSettings) -> list[Rendered]:
+    """Every prompt's images from pure noise through the whole chain (kind "chain")."""
+    out: list[Rendered] = []
+    sizes = settings.sizes or ((settings.height, settings.width),)
+    for hw in sizes:
+        tag = hw if len(sizes) > 1 else None
+        size = {"height": hw[0], "width": hw[1]}
+        for p, prompt in enumerate(settings.prompts):
+            images = chain_pipe(**settings.call_args(prompt), **size).images
+            out += [Rendered(img, "chain", prompt, p, i, tag) for i, img in enumerate(images)]
+    return out

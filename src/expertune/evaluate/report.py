@@ -211,6 +211,9 @@ def _validation_section(out: Path, run: dict) -> str:
         parts += [f"<p class=note>{escape(n)}</p>" for n in m.get("notes", [])]
         if m.get("refiner"):
             parts.append(f"<p>through refiner: {escape(m['refiner'])}</p>")
+        if m.get("chain"):
+            chain = " | ".join(m["chain"])
+            parts.append(f"<p>chain, lowest noise first: {escape(chain)}</p>")
         for name, file in m.get("grids", {}).items():
             caption = _grid_caption(name, m)
             img = _image(out, f"{m['dir']}/{file}", f"{name} step {m['step']}")
@@ -224,8 +227,12 @@ def _validation_section(out: Path, run: dict) -> str:
 def _grid_caption(name: str, manifest: dict) -> str:
     if name == "prompts":
         prompts = dict.fromkeys(e["prompt"] for e in manifest["images"] if e["kind"] != "dataset")
-        chain = any(e["kind"] == "chain" for e in manifest["images"])
-        order = "this expert alone, then through the refiner" if chain else "this expert"
+        kinds = {e["kind"] for e in manifest["images"]}
+        stage_two = "the whole chain" if manifest.get("chain") else "the refiner"
+        order = {
+            frozenset({"expert"}): "this expert",
+            frozenset({"chain"}): f"through {stage_two}",
+        }.get(frozenset(kinds - {"dataset"}), f"this expert alone, then through {stage_two}")
         return f"rows: {' | '.join(prompts)}; columns: {order}"
     datasets = [e for e in manifest["images"] if e["kind"] == "dataset"]
     first = datasets[0] if datasets else {"start_timestep": "?", "end_timestep": "?"}

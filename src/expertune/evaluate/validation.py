@@ -8,7 +8,10 @@ What is validated depends on the expert's band:
 - an expert whose band starts lower (stage two) cannot start from pure noise, so it is
   validated on dataset images noised to its upper band edge (`--validation_using_datasets`,
   switched on with a note when only prompts were given);
-- `--validation_using_datasets` works for every expert (stage one starts at its edge, T-1).
+- `--validation_using_datasets` works for every expert (stage one starts at its edge, T-1);
+- with `--validation_chain` (set by `expertune moe`) every expert also renders the prompts
+  from pure noise through the whole chain as it stands (evaluate/chain_source.py), so a
+  low-band expert is judged by the images it finishes.
 With `--evaluation_type clip` every image with a prompt or caption gets a CLIP score.
 """
 
@@ -33,14 +36,23 @@ log = logging.getLogger(__name__)
 class ValidationPlan:
     """What this expert's validation renders, decided once from its band."""
 
-    prompts: tuple[str, ...]  # rendered from pure noise
+    prompts: tuple[str, ...]  # rendered from pure noise by this expert alone
     datasets: bool  # partial denoising of dataset images
     notes: tuple[str, ...]
+    chain: tuple[str, ...] = ()  # rendered from pure noise through the whole chain
 
 
 def plan_validation(cfg, band, num_train_timesteps: int) -> ValidationPlan:
-    """Prompts only for an SDXL-family expert that starts the chain; dataset images for
-    the others (an SDXL-refiner model is an Img2Img model: it always refines images)."""
+    """Prompts alone only for an SDXL-family expert that starts the chain; dataset images
+    for the others (an SDXL-refiner model is an Img2Img model: it always refines images);
+    prompts through the chain for every expert of one with `--validation_chain`."""
+    plan = _plan_alone(cfg, band, num_train_timesteps)
+    if cfg.validation_chain and cfg.validation_prompts and cfg.model_family == "sdxl":
+        return ValidationPlan(plan.prompts, plan.datasets, plan.notes, cfg.validation_prompts)
+    return plan
+
+
+def _plan_alone(cfg, band, num_train_timesteps: int) -> ValidationPlan:
     prompts, datasets = cfg.validation_prompts, cfg.validation_using_datasets
     if prompts and cfg.model_family == "sdxl-refiner":
         note = (
@@ -67,6 +79,7 @@ class ValidationCallback:
     def __init__(self, cfg, clip_model_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.refiner = RefinerSource(cfg.validation_refiner) if cfg.validation_refiner else None
+        self.chain = None  # ChainSource, made at the first validation (it needs the trainer)
         self.scorer = ClipScorer(clip_model_dir) if clip_model_dir else None
         self.board = Board(Path(cfg.output_dir), cfg.report_to == "tensorboard")
         self.last_step: int | None = None
@@ -96,14 +109,16 @@ class ValidationCallback:
         with inference_mode(trainer) as unet:
             refiner, refiner_note = self._refiner(trainer)
             prompts = self._prompts(trainer, unet, plan, refiner)
+            chain, chain_sources = self._chain(trainer, unet, plan)
             dataset = self._datasets(trainer, unet, plan, refiner)
-            clip = self._clip(prompts, dataset, trainer.accelerator.device)
+            clip = self._clip(prompts + chain, dataset, trainer.accelerator.device)
         folder = step_dir(trainer.output_dir, step)
-        manifest = save_validation(folder, step, trainer.band, prompts, dataset, clip)
+        manifest = save_validation(folder, step, trainer.band, prompts + chain, dataset, clip)
         notes = [*plan.notes, *([refiner_note] if self.refiner and refiner is None else [])]
         manifest |= {
             "notes": notes,
             "refiner": refiner_note if refiner is not None else None,
+            "chain": chain_sources,
             "seconds": round(time.perf_counter() - start, 3),
         }
         write_manifest(folder, manifest)
@@ -123,6 +138,22 @@ class ValidationCallback:
         settings = PromptSettings.from_config(self.cfg, plan.prompts)
         handover = 1.0 - trainer.band.lo / trainer.num_train_timesteps
         return render_prompts(base_pipeline(trainer, unet), settings, refiner, handover)
+
+    def _chain(self, trainer, unet, plan: ValidationPlan) -> tuple[list, list[str] | None]:
+        """The prompts through the whole chain, and what stood at each band (ascending)."""
+        if not plan.chain:
+            return [], None
+        from expertune.evaluate.chain_source import ChainSource, chain_pipeline
+        from expertune.evaluate.prompt_validation import PromptSettings, render_through
+
+        if self.chain is None:
+            cfg = self.cfg
+            own = cfg.band_plan(trainer.num_train_timesteps).band_of(trainer.band.lo)
+            stand_in = cfg.init_from or trainer.checked.model_path
+            self.chain = ChainSource(cfg.validation_chain, own, stand_in)
+        unets, sources = self.chain.unets(trainer, unet)
+        settings = PromptSettings.from_config(self.cfg, plan.chain)
+        return render_through(chain_pipeline(trainer, unets), settings), sources
 
     def _datasets(self, trainer, unet, plan: ValidationPlan, refiner) -> list:
         if not plan.datasets:
