@@ -146,8 +146,13 @@ def _cmd_moe(args) -> int:
 
 def _cmd_config(args) -> int:
     from expertune.config import load_config, show_config
+    from expertune.config.moe import is_moe_config, show_moe
 
-    cfg = load_config(_one_config(args.config), _flags(args.flags))
+    path = _one_config(args.config)
+    if path is not None and is_moe_config(path):  # the plan, then every run's flags
+        print(show_moe(path, _flags(args.flags), as_json=args.json))
+        return 0
+    cfg = load_config(path, _flags(args.flags))
     print(show_config(cfg, as_json=args.json))
     return 0
 

@@ -125,3 +125,23 @@ def test_parent_and_baseline_refusals_name_the_key(tmp_path, head, experts, mess
     two = '[[experts]]\nname = "a"\n[[experts]]\nname = "b"\n'
     with pytest.raises(ConfigError, match=message):
         load_moe(_write(tmp_path, head, experts=experts or two))
+
+
+def test_config_show_prints_the_plan_then_every_run(tmp_path, capsys):
+    from expertune.cli import main
+
+    path = _write(tmp_path, "edges = [0, 250, 600, 1000]\nparent_steps = 3")
+    assert main(["config", "show", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("moe plan (edges): 3 experts")
+    assert [line for line in out.splitlines() if line.startswith("[")] == [
+        "[parent]",
+        "[high]",
+        "[mid]",
+        "[low]",
+    ]
+    assert main(["config", "show", "--config", str(path), "--json"]) == 0
+    import json
+
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["runs"]["mid"]["band"] == [250, 599] and shown["plan"]["edges"][1] == 250

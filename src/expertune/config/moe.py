@@ -288,3 +288,32 @@ def describe(moe: MoePlan) -> str:
 
 def _snr(a: float) -> float:
     return a / (1 - a) if a < 1 else float("inf")
+
+
+def is_moe_config(path: str | Path) -> bool:
+    """Whether `path` is a moe config (a TOML or JSON file with [[experts]])."""
+    path = Path(path)
+    if path.suffix not in (".toml", ".json") or not path.is_file():
+        return False
+    try:
+        data = _read(path)
+    except ConfigError:
+        return False
+    return isinstance(data.get("experts"), list)
+
+
+def show_moe(path: str | Path, overrides: list[str] = (), as_json: bool = False) -> str:
+    """`config show` of a moe config: the plan, then each run's resolved flags."""
+    from expertune.config.show import show_config
+
+    moe = load_moe(path, overrides)
+    if as_json:
+        runs = {c.expert_name: json.loads(show_config(c, as_json=True)) for c in moe.runs()}
+        plan = {"edges": list(moe.plan.edges), "source": moe.source}
+        return json.dumps(
+            {"output_root": str(moe.output_root), "plan": plan, "runs": runs}, indent=2
+        )
+    parts = [describe(moe)]
+    for cfg in moe.runs():
+        parts.append(f"\n[{cfg.expert_name}]\n{show_config(cfg)}")
+    return "\n".join(parts)
