@@ -105,10 +105,11 @@ def _cmd_train(args) -> int:
     from expertune.app.train import train_expert
 
     result = train_expert(cfg)
-    print(
-        f"trained {result.steps_this_run} steps in this run in {result.wall_s:.1f}s "
-        f"({result.steps} in total) -> {cfg.output_dir}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # under a distributed launch, one summary line
+        print(
+            f"trained {result.steps_this_run} steps in this run in {result.wall_s:.1f}s "
+            f"({result.steps} in total) -> {cfg.output_dir}"
+        )
     return 0
 
 
@@ -240,7 +241,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # under a distributed launch only rank 0 narrates; the others report only problems
+    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s")
     for name in ("accelerate", "diffusers", "transformers", "huggingface_hub", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

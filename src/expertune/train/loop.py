@@ -188,7 +188,9 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:
             ckpt.claim_run(self.output_dir, self.state.run_id)
-        self.metrics = MetricsLog(self.output_dir, tensorboard=cfg.report_to == "tensorboard")
+        self.metrics = MetricsLog(
+            self.output_dir, cfg.report_to == "tensorboard", writes=acc.is_main_process
+        )
         self.metrics.truncate_after(self.state.step)
         if acc.is_main_process:  # issue 9: --report_to=wandb
             from expertune.train.wandb_log import open_tracker

@@ -41,20 +41,24 @@ class MetricsLog:
     host sync for the whole batch of steps, so the hot path never waits on the device.
     """
 
-    def __init__(self, output_dir: Path, tensorboard: bool) -> None:
+    def __init__(self, output_dir: Path, tensorboard: bool, writes: bool = True) -> None:
+        """`writes`: False on every process but the main one, which alone writes files
+        (the others still flush, so every rank sees the same per-step values)."""
         self.path = output_dir / METRICS_FILE
+        self.writes = writes
         self._pending: list[dict] = []
         self._writer = None
         self.tracker = None  # train/wandb_log.WandbTracker with --report_to=wandb
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if tensorboard:
+        if writes:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tensorboard and writes:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(output_dir / "logs"))
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step` (written after the checkpoint a run resumes from)."""
-        if not self.path.is_file():
+        if not self.writes or not self.path.is_file():
             return
         keep = [
             line
@@ -83,6 +87,9 @@ class MetricsLog:
             values = torch.stack([r[key].detach().float() for r in flushed]).tolist()
             for record, value in zip(flushed, values, strict=True):
                 record[key] = bool(value) if record[key].dtype == torch.bool else value
+        if not self.writes:
+            self._pending.clear()
+            return flushed
         with self.path.open("a") as fh:
             for record in flushed:
                 fh.write(json.dumps(record) + "\n")

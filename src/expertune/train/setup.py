@@ -33,6 +33,9 @@ def setup_accelerator(cfg: TrainConfig, output_dir: Path):
     from accelerate.utils import ProjectConfiguration
 
     return Accelerator(
+        # no GPU: say so, so that a distributed launch (torchrun) runs on gloo across
+        # processes instead of every process training alone as if it were the only one
+        cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision=cfg.mixed_precision,
         project_config=ProjectConfiguration(project_dir=str(output_dir)),
