@@ -30,10 +30,8 @@ format: $(STAMP)
 	$(PY) -m ruff format src tests benchmarks
 	$(PY) -m ruff check --fix src tests benchmarks
 
-bench: $(STAMP)
-	$(PY) benchmarks/cache_build.py
-	$(PY) benchmarks/train_step.py
-	$(PY) benchmarks/generate.py
+bench: $(STAMP)  # every benchmark; rewrites docs/benchmarks.md
+	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) expertune-demo .pytest_cache .ruff_cache

@@ -228,9 +228,11 @@ def main() -> None:
         f"{'model':9} {'images':>6} {'bare s':>7} {'build s':>7} {'ratio':>5}  "
         f"{'overhead s (fingerprint)':>24} {'ratio':>5}  second job"
     )
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             r = run(name, args.images, args.rounds, args.batch, Path(tmp))
+            results.append(r)
             print(
                 f"{r['model']:9} {r['images']:6d} {r['bare_s']:7.2f} {r['build_s']:7.2f} "
                 f"{r['ratio']:5.2f}  {r['overhead_s']:13.2f} ({r['fingerprint_s']:.2f}s) "
@@ -238,6 +240,8 @@ def main() -> None:
                 f"forward calls (stats: {r['second_job_stats_passes']})",
                 flush=True,
             )
+    worst = min(results, key=lambda r: r["ratio"])
+    print(f"ratio bare/build = {worst['ratio']:.3f} ({worst['model']}, target >= 0.9)")
 
 
 if __name__ == "__main__":
