@@ -113,3 +113,32 @@ def test_constant_with_warmup_steps_warms_up_and_says_so(caplog):
         sched = build_lr_scheduler(cfg, torch.optim.SGD(_params(), lr=1e-2), 10)
     assert "using constant_with_warmup for the 4 --lr_warmup_steps" in caplog.text
     assert _lrs(sched, 6) == pytest.approx([0.0, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
+
+
+def test_adamw_is_fused_only_for_cuda_parameters():
+    from expertune.train.optimizers import fused_ok
+
+    cpu = [torch.nn.Parameter(torch.zeros(3))]
+    assert not fused_ok(cpu) and not fused_ok([])
+    assert not build_optimizer(_cfg(), cpu).defaults["fused"]
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_the_same_steps_in_place(train_ws, tmp_path):
+    """Compiled through dynamo (the eager backend: CPU-cheap, same kernels), a run records
+    the same losses as an uncompiled one and publishes the same weights under the same names."""
+    from train_support import metrics, train_args, unet_weights
+
+    from expertune.cli import main
+
+    plain, compiled = tmp_path / "plain", tmp_path / "compiled"
+    assert main(train_args(train_ws, plain, "--max_train_steps=2")) == 0
+    flags = ("--max_train_steps=2", "--torch_compile", "--torch_compile_backend=eager")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    assert main(train_args(train_ws, compiled, *flags)) == 0
+    assert counters["stats"]["unique_graphs"] > 0  # dynamo really captured the UNet
+    assert [r["loss"] for r in metrics(plain)] == [r["loss"] for r in metrics(compiled)]
+    a, b = unet_weights(plain), unet_weights(compiled)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -31,6 +31,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "use_bitfit",
         "mixed_precision",
         "gradient_checkpointing",
+        "torch_compile",
+        "torch_compile_backend",
         "allow_pickle_weights",
     ),
     "data": (

@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
     gradient_accumulation_steps: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    torch_compile: bool = False  # torch.compile the UNet in place (names and saves unchanged)
+    torch_compile_backend: Literal["inductor", "eager", "aot_eager", "cudagraphs"] = "inductor"
     max_grad_norm: float = Field(1.0, ge=0)  # 0 = no clipping
     use_ema: bool = False  # EMA of the trained weights: validated and published (train/ema.py)
     ema_decay: float = Field(0.995, gt=0, lt=1)  # SimpleTuner's default

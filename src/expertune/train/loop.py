@@ -80,12 +80,15 @@ class Trainer:
         self.components, self.unet, self.trainable = setup_model(self.cfg, self.checked.parent)
         self._setup_schedule()
         self.data = setup_data(self.cfg, self.components, self.accelerator, self.hold_out)
+        self.unet.to(self.accelerator.device)  # before the optimizer: fused AdamW on CUDA
         self.optimizer, self.lr_scheduler = setup_optimizer(
             self.cfg, self.trainable, self.max_steps
         )
         self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(
             self.unet, self.optimizer, self.lr_scheduler
         )
+        if self.cfg.torch_compile:  # in place: the module, its names and saves stay as they are
+            self.accelerator.unwrap_model(self.unet).compile(backend=self.cfg.torch_compile_backend)
         from expertune.train.ema import make_ema
 
         self.ema = make_ema(self.cfg, self.trainable)  # issue 9: --use_ema, on the device

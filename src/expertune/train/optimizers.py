@@ -53,6 +53,12 @@ def check_optimizer(cfg, cuda_available: bool | None = None) -> None:
             raise ConfigError(f"--optimizer={name} needs the {module} package: {hint}")
 
 
+def fused_ok(params: list) -> bool:
+    """Whether torch's fused AdamW can take `params`: every one a float tensor on CUDA
+    (the Trainer moves the UNet to its device before building the optimizer)."""
+    return bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+
+
 def build_optimizer(cfg, params: list):
     """The torch optimizer `cfg.optimizer` names over `params` (checked by check_optimizer)."""
     check_optimizer(cfg)
@@ -67,7 +73,10 @@ def build_optimizer(cfg, params: list):
                 "optimizer adamw_bf16: the trained weights are fp32 masters here (bf16 is "
                 "the compute type of --mixed_precision), so torch's AdamW makes its exact update"
             )
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, eps=eps)
+        fused = fused_ok(params)  # one kernel for the whole update on CUDA
+        return torch.optim.AdamW(
+            params, lr=lr, betas=betas, weight_decay=wd, eps=eps, fused=fused or None
+        )
     if name == "adamw8bit":
         import bitsandbytes as bnb
 
