@@ -28,7 +28,7 @@ def _launch(ws: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
     argv += ["--master_port", str(_port()), "-m", "expertune", "train"]
     argv += ["--config", str(ws / "config" / "stage1.env"), f"--output_dir={out}"]
     argv += ["--report_to=none", "--train_batch_size=2", "--max_train_steps=4"]
-    argv += ["--checkpointing_steps=2", f"--cache_dir={out.parent / 'cache'}", *flags]
+    argv += ["--checkpointing_steps=2", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -44,7 +44,6 @@ def test_two_processes_write_once_and_resume_exactly(train_ws, tmp_path):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["samples"] == 4 * 2 * 2  # a global batch of 2 processes x 2
-    assert summary["cache_misses"] > 0  # rank 0 built the cache (rank 1 waits, then reads)
     # cut off after checkpoint-2: resuming on 2 processes ends exactly where the run did
     again = tmp_path / "resumed"
     shutil.copytree(out, again, symlinks=True)  # the published pipeline is a link

@@ -61,6 +61,7 @@ class Trainer:
         self.hold_out = hold_out  # items -> indices kept out of training (eval split)
         self.output_dir = Path(cfg.output_dir)
         self.saved_step: int | None = None  # the step of the newest complete checkpoint
+        self._window = time.perf_counter()  # start of the steps not flushed yet
 
     # ----------------------------------------------------------------- setup
     def setup(self, checked=None) -> Trainer:
@@ -210,6 +211,7 @@ class Trainer:
             every=cfg.logging_steps,
         )
         start, start_step, samples = time.perf_counter(), self.state.step, 0
+        self._window = start  # when the steps of the next flush began (synced throughput)
         self.unet.train()
         try:
             with StopSignals() as stop:
@@ -264,6 +266,8 @@ class Trainer:
         with ema_weights(self.ema if due_for_callbacks(cfg, step) else None):  # issue 9
             for callback in self.callbacks:
                 callback.on_step_end(self)
+        if step % cfg.logging_steps == 0:  # checkpoints and callbacks are not training time
+            self._window = time.perf_counter()
         signum = self._stop_requested(stop)
         if signum is not None:
             self._stop(signum)
@@ -330,6 +334,7 @@ class Trainer:
         """Write pending metrics (one host sync); stop at the first non-finite step."""
         last = f"checkpoint-{self.saved_step}" if self.saved_step is not None else None
         intact = f"{last} is intact" if last else "no checkpoint was written yet"
+        self._stamp_throughput()
         with saving("metrics.jsonl", self.output_dir, intact):
             flushed = self.metrics.flush()
         bad = first_bad(flushed)
@@ -340,8 +345,26 @@ class Trainer:
             self.bar.set_postfix(
                 loss=f"{last['loss']:.4f}",
                 lr=f"{last['lr']:.2e}",
-                sps=f"{last['samples_per_s']:.1f}",
+                sps=f"{last.get('samples_per_s_synced', last['samples_per_s']):.1f}",
             )
+
+    def _stamp_throughput(self) -> None:
+        """samples/s over the steps since the last flush, once the device has finished them.
+
+        The per-step `samples_per_s` times only the host (on CUDA: kernel launches); this
+        one waits for the device at the flush, which syncs anyway, so it is the real rate.
+        """
+        pending = self.metrics.pending()
+        if not pending:
+            return
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize(self.accelerator.device)
+        now = time.perf_counter()
+        per_step = self.global_batch * self.cfg.gradient_accumulation_steps
+        rate = len(pending) * per_step / max(now - self._window, 1e-9)
+        for record in pending:
+            record["samples_per_s_synced"] = rate
+        self._window = now
 
     # ----------------------------------------------------------------- stop
     def _stop_requested(self, stop: StopSignals) -> int | None:

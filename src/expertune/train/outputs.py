@@ -72,6 +72,10 @@ class MetricsLog:
     def add(self, record: dict) -> None:
         self._pending.append(record)
 
+    def pending(self) -> list[dict]:
+        """The records not flushed yet (the loop stamps the synced throughput on them)."""
+        return self._pending
+
     def flush(self) -> list[dict]:
         """Write pending records; return them with every tensor value as a Python number.
 
