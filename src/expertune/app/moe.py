@@ -35,8 +35,6 @@ def run_moe(
     relaunch: tuple[str, list[str]] | None = None,  # (config path, flags) for workers
 ) -> Path | None:
     """Train what is not finished yet (or only `only`); write the manifest when all are."""
-    from expertune.app.train import train_expert
-
     runs = [c for c in moe.runs() if only is None or c.expert_name == only]
     for cfg in runs:
         if finished(cfg):
@@ -44,7 +42,7 @@ def run_moe(
     todo = [c for c in runs if not finished(c)]
     _check_parent_ready(moe, todo)
     if moe.parent is not None and moe.parent in todo:
-        _train(train_expert, moe.parent)
+        _train(moe.parent)
         todo.remove(moe.parent)
     if parallel > 1 and len(todo) > 1:
         from expertune.app.moe_parallel import train_in_parallel
@@ -54,7 +52,7 @@ def run_moe(
         train_in_parallel(moe, todo, parallel, *relaunch)
     else:
         for cfg in todo:
-            _train(train_expert, cfg)
+            _train(cfg)
     if only is not None:
         return None
     missing = [c.expert_name for c in moe.runs() if not finished(c)]
@@ -69,7 +67,9 @@ def run_moe(
     return path
 
 
-def _train(train_expert, cfg) -> None:
+def _train(cfg) -> None:
+    from expertune.app.train import train_expert
+
     lo, hi = cfg.expert_band()
     log.info("[moe] training %s on timesteps %d..%d", cfg.expert_name, lo, hi)
     train_expert(cfg)
