@@ -42,8 +42,9 @@ def _write(moe) -> Path:
     compare_bands(result, folder / "eval_loss.png")
     curves = {c.expert_name: read_metrics(Path(c.output_dir))[0] for c in moe.runs()}
     run_loss_curves(curves, folder / "loss.png")
-    grid, caption = _chain_grid(moe, folder / "chain.png")
+    grid, caption, colours = _chain_grid(moe, folder / "chain.png")
     sections = {
+        "colour": colours,
         "eval": result,
         "eval_plot": f"{REPORT_DIR}/eval_loss.png",
         "curves": f"{REPORT_DIR}/loss.png",
@@ -55,12 +56,13 @@ def _write(moe) -> Path:
     return path
 
 
-def _chain_grid(moe, out: Path) -> tuple[bool, str]:
-    """Each validation prompt through the chain and through the baseline, same seed."""
+def _chain_grid(moe, out: Path) -> tuple[bool, str, dict]:
+    """Each validation prompt through the chain and through the baseline, same seed; and
+    the prompt-colour accuracy of each side (evaluate/colour_check.py; {} if unmeasurable)."""
     cfg = moe.experts[0]
     prompts = cfg.validation_prompts
     if not prompts:
-        return False, "no validation_prompt in [shared]: set one to see the chain's images"
+        return False, "no validation_prompt in [shared]: set one to see the chain's images", {}
     from diffusers import StableDiffusionXLPipeline
 
     from expertune.evaluate.images import grid
@@ -72,20 +74,32 @@ def _chain_grid(moe, out: Path) -> tuple[bool, str]:
     experts = read_set(moe.output_root)
     why = router_blockers(experts)
     if why is not None:
-        return False, f"the chain could not be rendered with the router: {why}"
+        return False, f"the chain could not be rendered with the router: {why}", {}
     settings = PromptSettings.from_config(cfg, tuple(prompts))
     chain = load_routed_pipeline(experts)
     with no_progress_bars():
         single = StableDiffusionXLPipeline.from_pretrained(moe.baseline.output_dir)
     size = {"height": settings.height, "width": settings.width}
-    rows = []
+    rows, drawn = [], {"chain": ([], []), "baseline": ([], [])}
     for prompt in prompts:
-        row = chain(**settings.call_args(prompt), **size).images
-        row += single(**settings.call_args(prompt), **size).images
-        rows.append(row)
+        ours = chain(**settings.call_args(prompt), **size).images
+        theirs = single(**settings.call_args(prompt), **size).images
+        for name, images in (("chain", ours), ("baseline", theirs)):
+            drawn[name][0].extend(images)
+            drawn[name][1].extend([prompt] * len(images))
+        rows.append(ours + theirs)
     grid(rows).save(out)
     n = settings.images_per_prompt
-    return True, (
+    caption = (
         f"rows: {' | '.join(prompts)}; columns: {n} through the chain ({len(moe.experts)} "
         f"experts), then {n} from the baseline; seed {settings.seed}, {settings.steps} steps"
     )
+    return True, caption, _colour_accuracy(drawn)
+
+
+def _colour_accuracy(drawn: dict) -> dict:
+    """{side: accuracy} for the sides whose prompts name palette colours."""
+    from expertune.evaluate.colour_check import colour_accuracy
+
+    scores = {name: colour_accuracy(*pair) for name, pair in drawn.items()}
+    return {name: score for name, score in scores.items() if score is not None}

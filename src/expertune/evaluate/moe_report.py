@@ -36,6 +36,7 @@ def render_moe_report(root: Path, manifest: dict, sections: dict) -> Path:
         _loss(root, sections.get("curves")),
         _eval(root, sections.get("eval"), sections.get("eval_plot")),
         _grid(root, sections.get("grid"), sections.get("grid_caption", "")),
+        _colour(sections.get("colour") or {}),
     ]
     title = f"expertune moe report: {root.resolve().name}"
     page = (
@@ -82,3 +83,15 @@ def _grid(root: Path, rel: str | None, caption: str) -> str:
     img = _image(root, rel, "prompts through the chain and the baseline")
     figure = f"<figure>{img}<figcaption>{escape(caption)}</figcaption></figure>"
     return f"<h2>Through the chain</h2>{figure}"
+
+
+def _colour(accuracy: dict) -> str:
+    """Prompt-colour accuracy of the chain's and the baseline's images, when measurable."""
+    if not accuracy:
+        return ""
+    rows = [(name, f"{value:.0%}") for name, value in accuracy.items()]
+    note = (
+        "<p class=muted>share of images whose centre and border colours are the ones the "
+        "prompt names (evaluate/colour_check.py)</p>"
+    )
+    return f"<h2>Prompt-colour accuracy</h2>{note}{_table(rows, ('images', 'accuracy'))}"

@@ -70,6 +70,7 @@ def write_report(output_dir: str | Path) -> Path:
         _eval_section(out, run),
         _validation_section(out, run),
         _clip_section(run),
+        _colour_section(run),
     ]
     title = f"expertune report: {out.resolve().name}"
     page = (
@@ -255,6 +256,23 @@ def _clip_section(run: dict) -> str:
     head = ("step", "images", "min", "mean", "max", "std", "n")
     note = "<p class=muted>torchmetrics CLIP score: 100 x cosine similarity, 0-100 scale.</p>"
     return f"<h2>CLIP score</h2>{note}{_table(rows, head)}"
+
+
+def _colour_section(run: dict) -> str:
+    """Prompt-colour accuracy of validation images whose prompts name palette colours."""
+    rows = [
+        (m["step"], kind, f"{c['accuracy']:.0%}", f"{c['correct']}/{c['count']}")
+        for m in run["validations"]
+        for kind, c in m.get("colour", {}).items()
+    ]
+    if not rows:
+        return ""
+    note = (
+        "<p class=muted>centre colour vs border colour of each image, nearest named colour, "
+        "against the colours its prompt names (evaluate/colour_check.py).</p>"
+    )
+    table = _table(rows, ("step", "images", "accuracy", "correct"))
+    return f"<h2>Prompt-colour accuracy</h2>{note}{table}"
 
 
 def write_run_config(output_dir: Path, cfg, band, role: str, num_train_timesteps: int) -> None:

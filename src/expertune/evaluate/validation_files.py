@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from expertune.evaluate.clip_score import summary
+from expertune.evaluate.colour_check import check
 from expertune.evaluate.images import grid
 from expertune.pipeline.chain import save_image
 
@@ -29,7 +30,29 @@ def save_validation(
         "grids": _grids(folder, prompts, dataset),
         "clip": {kind: summary(values) for kind, values in clip.items()},
         "psnr": _psnr(dataset),
+        "colour": colour_accuracy_by_kind(prompts, dataset),
     }
+
+
+def colour_accuracy_by_kind(prompts: list, dataset: list) -> dict:
+    """Prompt-colour accuracy (evaluate/colour_check.py) per kind of image, where prompts
+    name a shape domain's colours: {kind: {"accuracy", "correct", "count"}}."""
+    groups: dict[str, list] = {}
+    for r in prompts:
+        groups.setdefault(r.kind, []).append(check(r.image, r.prompt))
+    if dataset:
+        groups["dataset"] = [check(d.refined, d.caption) for d in dataset]
+    out = {}
+    for kind, readings in groups.items():
+        readings = [r for r in readings if r is not None]
+        if readings:
+            correct = sum(r.correct for r in readings)
+            out[kind] = {
+                "accuracy": correct / len(readings),
+                "correct": correct,
+                "count": len(readings),
+            }
+    return out
 
 
 def _prompt_entry(folder: Path, r, scores: dict) -> dict:

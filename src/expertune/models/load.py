@@ -32,7 +32,13 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokeniz
 
 from expertune.errors import ModelReferenceError
 from expertune.io import no_progress_bars
-from expertune.models.embedded import TINY_MODEL_NAME, near_reserved_name, tiny_model_folder
+from expertune.models.embedded import (
+    RESERVED_NAMES,
+    SHAPES_MODEL_NAME,
+    embedded_model_folder,
+    near_reserved_name,
+    nearest_reserved_name,
+)
 from expertune.models.family import detect_family, get_family
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -66,22 +72,27 @@ def resolve_model_path(
     model_cache_dir: str | Path | None = None,
 ) -> Path:
     """The local diffusers folder for `name`: a folder, a hub id (local cache first), or
-    the reserved name `expertune/tiny-sdxl` (models/embedded.py).
+    a reserved name `expertune/tiny-sdxl[-shapes]` (models/embedded.py).
 
     `offline=None` follows huggingface_hub (HF_HUB_OFFLINE). Online, one short probe of
     the hub decides before any download starts, so an unreachable hub fails fast.
     `cache_dir` is the Hugging Face cache; `model_cache_dir` is where the embedded tiny
     model is built once (default ~/.cache/expertune).
     """
-    if name == TINY_MODEL_NAME:
-        return tiny_model_folder(model_cache_dir)
+    if name in RESERVED_NAMES:
+        return embedded_model_folder(name, model_cache_dir)
     path = Path(name).expanduser()
     if path.exists():
         return _check_local(path, name)
     if near_reserved_name(name):
         raise ModelReferenceError(
             f"MODEL_NAME {name!r} is not a model expertune knows (no such folder); did you "
-            f"mean {TINY_MODEL_NAME!r}, the embedded tiny SDXL model?"
+            f"mean {nearest_reserved_name(name)!r}, "
+            + (
+                "the pretrained embedded tiny SDXL?"
+                if nearest_reserved_name(name) == SHAPES_MODEL_NAME
+                else "the embedded tiny SDXL model?"
+            )
         )
     if name.lower().endswith(CHECKPOINT_SUFFIXES) or not is_hub_id(name):
         raise ModelReferenceError(
