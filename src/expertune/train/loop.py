@@ -246,10 +246,9 @@ class Trainer:
         t_min, t_max, samples = self.band.hi, self.band.lo, 0
         for _ in range(cfg.gradient_accumulation_steps):
             batch = source.batch(self.state.position)
-            first = self.state.position + acc.process_index * cfg.train_batch_size
+            with acc.accumulate(self.unet):  # draws by the position: advance it after
+                loss, timesteps, update = self._micro_step(batch)
             self.state.position += self.global_batch
-            with acc.accumulate(self.unet):
-                loss, timesteps, update = self._micro_step(batch, first)
             t_min = min(t_min, int(timesteps.min()))
             t_max = max(t_max, int(timesteps.max()))
             samples += self.global_batch
@@ -277,9 +276,11 @@ class Trainer:
         if signum is not None:
             self._stop(signum)
 
-    def _micro_step(self, batch: dict, first: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Forward, loss and backward for one micro-batch; optimizer step when accumulation ends."""
         latents = batch["latents"]
+        # this process's samples are the k-th slice of the global batch at `position`
+        first = self.state.position + self.accelerator.process_index * self.cfg.train_batch_size
         timesteps, noise = self._draw(latents, first)
         t_dev = timesteps.to(latents.device, non_blocking=True)
         noisy = self.loss.noisy(latents, noise, t_dev)
