@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint format bench clean
+.PHONY: demo test test-quick lint format bench bench-peer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ format: $(STAMP)
 
 bench: $(STAMP)  # every benchmark; rewrites docs/benchmarks.md
 	$(PY) benchmarks/run_all.py
+
+# SimpleTuner side by side (issue 11): its own venv under benchmarks/peer/.venv (about
+# 7.5 GB, refused below 15 GB free), never part of `make test` or `make bench`.
+PEER_VENV := benchmarks/peer/.venv
+$(PEER_VENV)/.installed: benchmarks/peer/install.sh
+	PYTHON=$(PYTHON) PEER_VENV=$(PEER_VENV) benchmarks/peer/install.sh
+
+bench-peer: $(STAMP) $(PEER_VENV)/.installed
+	$(PY) benchmarks/peer/peer_bench.py --peer-venv $(PEER_VENV)
 
 clean:
 	rm -rf $(VENV) expertune-demo .pytest_cache .ruff_cache

@@ -1,9 +1,11 @@
 """Checkpoints that are complete or absent, and `latest` = the newest one that loads.
 
     checkpoint-STEP/
-      model.safetensors   the trainable weights
+      model.safetensors   the trainable weights, whole (gathered from every rank first
+                          when FSDP or ZeRO-3 shards them)
       optimizer.pt        optimizer + lr-scheduler state (tensors and numbers; read back
-                          with torch.load(weights_only=True))
+                          with torch.load(weights_only=True)); one optimizer state per
+                          rank when FSDP or DeepSpeed shards it
       rng.safetensors     torch generator states, one set per process rank
       rng.json            Python's and numpy's generator states, per rank
       state.json          LoopState: step, data position, epoch, skipped steps, run id
@@ -18,6 +20,9 @@ from; `latest` skips it with a warning and takes the next older one.
 `run.json` names the run that OUTPUT_DIR belongs to. A fresh run over an old OUTPUT_DIR
 claims it when training starts, so `latest` (and rotation) never pick up a checkpoint
 that an earlier, different run left behind.
+
+Several processes: every rank takes part in the gathering (`gather_weights`,
+`gather_optimizer`: collectives under FSDP and DeepSpeed), only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -183,18 +188,120 @@ def resolve_resume(output_dir: Path, resume_from: str) -> Path | None:
     return path
 
 
+# ------------------------------------------------------------------ gathering
+def shards_parameters(accelerator) -> bool:
+    """Whether a rank holds only part of the parameters (FSDP, DeepSpeed ZeRO-3)."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        return True
+    if kind == DistributedType.DEEPSPEED:
+        return accelerator.deepspeed_config["zero_optimization"].get("stage", 0) == 3
+    return False
+
+
+def gather_weights(accelerator, model, names) -> dict[str, torch.Tensor]:
+    """The whole tensors named `names`, on rank 0; every rank must call this.
+
+    accelerate's `get_state_dict` is a collective under FSDP (full state dict, rank 0 only,
+    offloaded to CPU) and DeepSpeed ZeRO-3; under DDP or one process it is the unwrapped
+    model's own tensors, so the saved bytes are the same as before.
+    """
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return {}
+    wanted = set(names)
+    return {k: v for k, v in state.items() if k in wanted}
+
+
+@dataclass
+class OptimizerState:
+    """What optimizer.pt holds of the optimizer, as gathered on rank 0.
+
+    kind "optimizer": optimizer.state_dict() (DDP, one process: whole on every rank);
+    "optimizer_by_name": the full state keyed by parameter name (FSDP, via
+    torch.distributed.checkpoint); "optimizer_per_rank": each rank's own state_dict
+    (DeepSpeed, whose ZeRO optimizer holds only its partition).
+    """
+
+    kind: str
+    payload: dict | list
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer
+
+
+def gather_optimizer(accelerator, model, optimizer) -> OptimizerState:
+    """The optimizer state to write, on rank 0 (empty elsewhere); every rank must call this."""
+    from accelerate.utils import DistributedType
+
+    kind, rank0 = accelerator.distributed_type, accelerator.is_main_process
+    if kind == DistributedType.FSDP:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = get_optimizer_state_dict(model, _inner(optimizer), options=options)
+        return OptimizerState("optimizer_by_name", full if rank0 else {})
+    if kind == DistributedType.DEEPSPEED and accelerator.num_processes > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * accelerator.num_processes if rank0 else None
+        dist.gather_object(optimizer.state_dict(), gathered, dst=0)
+        return OptimizerState("optimizer_per_rank", gathered or [])
+    return OptimizerState("optimizer", optimizer.state_dict() if rank0 else {})
+
+
+def load_weights(accelerator, model, weights: dict[str, torch.Tensor]) -> None:
+    """Put whole checkpoint tensors back into `model`, sharded or not; every rank calls it."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        if accelerator.is_fsdp2:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            options = StateDictOptions(full_state_dict=True, strict=False)
+            set_model_state_dict(model, dict(weights), options=options)  # it swaps values
+            return
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        every_rank = FullStateDictConfig(offload_to_cpu=True, rank0_only=False)
+        with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT, every_rank):
+            model.load_state_dict(weights, strict=False)
+        return
+    if shards_parameters(accelerator):  # DeepSpeed ZeRO-3
+        raise ConfigError(
+            "resuming under DeepSpeed ZeRO-3 is not supported (its parameters are "
+            "partitioned); use FSDP or ZeRO-2"
+        )
+    params = dict(accelerator.unwrap_model(model).named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+
+
 # ------------------------------------------------------------------ saving
 def save_checkpoint(
     output_dir: Path,
     state: LoopState,
     weights: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
+    optimizer,  # gather_optimizer's OptimizerState, or an optimizer held whole
     lr_scheduler,
     rng_states: list[rng_io.RngState],
     total_limit: int | None = None,
     extra: dict[str, dict[str, torch.Tensor]] | None = None,  # more safetensors files
 ) -> Path:
     """Write `checkpoint-STEP` atomically; only then drop this run's oldest beyond `total_limit`.
+
+    Rank 0 only: the tensors are what gather_weights / gather_optimizer returned there.
 
     A disk or permission error becomes one SaveError line; the earlier checkpoints are
     untouched and the partial folder is removed.
@@ -225,10 +332,11 @@ def _write_files(tmp, state, weights, optimizer, lr_scheduler, rng_states) -> No
     save_file(
         {k: v.detach().contiguous().cpu() for k, v in weights.items()}, tmp / "model.safetensors"
     )
+    if not isinstance(optimizer, OptimizerState):  # callers that hold it whole
+        optimizer = OptimizerState("optimizer", optimizer.state_dict())
     with open(tmp / "optimizer.pt", "wb") as fh:  # a Python file: write errors are OSErrors
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()}, fh
-        )
+        payload = {optimizer.kind: optimizer.payload, "lr_scheduler": lr_scheduler.state_dict()}
+        torch.save(payload, fh)
     tensors, plain = rng_io.pack(rng_states)
     save_file(tensors, tmp / "rng.safetensors")
     (tmp / "rng.json").write_text(json.dumps(plain))
@@ -279,12 +387,14 @@ def _clear_leftovers(output_dir: Path) -> None:
 
 # ------------------------------------------------------------------ loading
 def load_checkpoint(
-    path: Path, optimizer, lr_scheduler, rank: int = 0
+    path: Path, optimizer, lr_scheduler, rank: int = 0, model=None
 ) -> tuple[LoopState, dict[str, torch.Tensor], rng_io.RngState | None]:
     """Read a checkpoint: (loop state, trainable weights, this rank's rng states or None).
 
-    The optimizer and lr scheduler are restored in place. Unreadable files, or states that
-    do not fit this run's optimizer, raise a one-line ConfigError.
+    The optimizer and lr scheduler are restored in place (an FSDP checkpoint's optimizer
+    state, keyed by parameter name, needs the prepared `model`; every rank calls this).
+    Unreadable files, or states that do not fit this run's optimizer, raise a one-line
+    ConfigError.
     """
     try:
         weights = load_file(path / "model.safetensors")
@@ -297,8 +407,19 @@ def load_checkpoint(
             f"checkpoint {path} is corrupt ({type(exc).__name__}); delete it or resume "
             "from an earlier checkpoint with --resume_from_checkpoint"
         ) from exc
+    if "optimizer_per_rank" in opt:  # written under FSDP / DeepSpeed: this rank's part
+        per_rank = opt["optimizer_per_rank"]
+        if rank >= len(per_rank):
+            raise ConfigError(
+                f"checkpoint {path} holds a sharded optimizer state of {len(per_rank)} "
+                "processes; resume it with that many processes"
+            )
+        opt["optimizer"] = per_rank[rank]
     try:
-        optimizer.load_state_dict(opt["optimizer"])
+        if "optimizer_by_name" in opt:
+            _load_optimizer_by_name(model, optimizer, opt["optimizer_by_name"])
+        else:
+            optimizer.load_state_dict(opt["optimizer"])
         lr_scheduler.load_state_dict(opt["lr_scheduler"])
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ConfigError(
@@ -307,6 +428,19 @@ def load_checkpoint(
             "that wrote it"
         ) from exc
     return state, weights, rng_io.unpack(tensors, plain, rank)
+
+
+def _load_optimizer_by_name(model, optimizer, full: dict) -> None:
+    """Every rank passes the full state; torch keeps each rank's shard of it."""
+    if model is None:
+        raise ValueError("an FSDP checkpoint's optimizer state needs the prepared model")
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_optimizer_state_dict(model, _inner(optimizer), full, options=options)
 
 
 def load_extra(path: Path, name: str) -> dict[str, torch.Tensor] | None:

@@ -135,10 +135,15 @@ class Trainer:
         return self.cfg.num_train_epochs * math.ceil(len(self.data.dataset) / per_step)
 
     def _setup_rng(self, offset: int = 0) -> None:
-        """Generators for timesteps (host) and noise (device); seeded per process."""
-        seed = self.cfg.seed + self.accelerator.process_index + offset
-        self.t_gen = torch.Generator().manual_seed(seed)
-        self.noise_gen = torch.Generator(device=self.accelerator.device).manual_seed(seed + 1)
+        """Generators for timesteps (host) and noise (device), reseeded for every sample.
+
+        Each sample's timestep and noise come from its global sample index (sample_seed),
+        not from a per-process stream, so N processes x batch B draw exactly what one
+        process x batch N*B draws, and a resume draws what the interrupted run would have.
+        `offset` is kept for the reseeding path of older checkpoints (no effect on draws).
+        """
+        self.t_gen = torch.Generator()
+        self.noise_gen = torch.Generator(device=self.accelerator.device)
 
     def _generators(self) -> dict[str, torch.Generator]:
         return {"timesteps": self.t_gen, "noise": self.noise_gen}
@@ -148,7 +153,9 @@ class Trainer:
         if path is None:
             return None
         rank = self.accelerator.process_index
-        state, weights, rng = ckpt.load_checkpoint(path, self.optimizer, self.lr_scheduler, rank)
+        state, weights, rng = ckpt.load_checkpoint(
+            path, self.optimizer, self.lr_scheduler, rank, model=self.unet
+        )
         missing = set(self.trainable) - set(weights)
         if missing:
             raise ConfigError(
@@ -156,10 +163,7 @@ class Trainer:
                 "tensors missing, e.g. model type or LoRA rank changed); resume with the "
                 "config that wrote it"
             )
-        params = dict(self.accelerator.unwrap_model(self.unet).named_parameters())
-        with torch.no_grad():
-            for name, value in weights.items():
-                params[name].copy_(value)
+        ckpt.load_weights(self.accelerator, self.unet, weights)  # whole or sharded model
         if rng is None:  # written by fewer processes than this run has: not exact any more
             log.warning("%s has no RNG state for process %d; reseeding it", path.name, rank)
             self._setup_rng(offset=1_000_003 * state.step)
@@ -242,9 +246,9 @@ class Trainer:
         t_min, t_max, samples = self.band.hi, self.band.lo, 0
         for _ in range(cfg.gradient_accumulation_steps):
             batch = source.batch(self.state.position)
-            self.state.position += self.global_batch
-            with acc.accumulate(self.unet):
+            with acc.accumulate(self.unet):  # draws by the position: advance it after
                 loss, timesteps, update = self._micro_step(batch)
+            self.state.position += self.global_batch
             t_min = min(t_min, int(timesteps.min()))
             t_max = max(t_max, int(timesteps.max()))
             samples += self.global_batch
@@ -274,10 +278,10 @@ class Trainer:
 
     def _micro_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Forward, loss and backward for one micro-batch; optimizer step when accumulation ends."""
-        cfg = self.cfg
         latents = batch["latents"]
-        timesteps = sample_timesteps(self.band, latents.shape[0], self.t_gen)
-        noise = sample_noise(latents, self.noise_gen, cfg.noise_offset)
+        # this process's samples are the k-th slice of the global batch at `position`
+        first = self.state.position + self.accelerator.process_index * self.cfg.train_batch_size
+        timesteps, noise = self._draw(latents, first)
         t_dev = timesteps.to(latents.device, non_blocking=True)
         noisy = self.loss.noisy(latents, noise, t_dev)
         pred = self.unet(
@@ -309,6 +313,18 @@ class Trainer:
             if norm is not None:
                 update["grad_norm"] = norm.detach()
         return loss.detach(), timesteps, update
+
+    def _draw(self, latents: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps (host) and noise for samples `first, first+1, ...` of the global order."""
+        timesteps, noise = [], []
+        for i in range(latents.shape[0]):
+            seed = sample_seed(self.cfg.seed, first + i)
+            timesteps.append(sample_timesteps(self.band, 1, self.t_gen.manual_seed(seed)))
+            one = latents[i : i + 1]
+            noise.append(
+                sample_noise(one, self.noise_gen.manual_seed(seed ^ 1), self.cfg.noise_offset)
+            )
+        return torch.cat(timesteps), torch.cat(noise)
 
     def _grad_norm(self) -> torch.Tensor | None:
         """The total gradient norm on the device (clipping first when --max_grad_norm > 0)."""
@@ -394,23 +410,27 @@ class Trainer:
 
     # ----------------------------------------------------------------- save
     def save_checkpoint(self) -> Path | None:
-        """Write checkpoint-STEP (main process) with every process's RNG states."""
+        """Write checkpoint-STEP (main process) with every process's RNG states.
+
+        Every process gathers (RNG states, weights and optimizer state: collectives under
+        FSDP and DeepSpeed), then only the main process writes.
+        """
         acc = self.accelerator
         states = [rng_io.capture(self._generators())]
         if acc.num_processes > 1:
             from accelerate.utils import gather_object
 
             states = gather_object(states)
+        weights = ckpt.gather_weights(acc, self.unet, self.trainable)
+        optimizer = ckpt.gather_optimizer(acc, self.unet, self.optimizer)
         acc.wait_for_everyone()
         path = None
         if acc.is_main_process:
-            model = acc.unwrap_model(self.unet)
-            weights = {n: p for n, p in model.named_parameters() if p.requires_grad}
             path = ckpt.save_checkpoint(
                 self.output_dir,
                 self.state,
                 weights,
-                self.optimizer,
+                optimizer,
                 self.lr_scheduler,
                 states,
                 self.cfg.checkpoints_total_limit,
@@ -423,6 +443,14 @@ class Trainer:
         acc.wait_for_everyone()
         self.saved_step = self.state.step
         return path
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for sample `index` of the run's global sample order (splitmix64)."""
+    z = (seed * 0x9E3779B97F4A7C15 + (index + 1) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) >> 1
 
 
 def _check_same_data(path: Path, recorded: str, current: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from expertune import __version__
 from expertune.config.schema import TrainConfig
+from expertune.errors import ConfigError
 from expertune.pipeline.assemble import assemble_pipeline
 from expertune.records.expert import expert_role
 from expertune.train.loop import RunResult, Trainer
@@ -40,10 +41,11 @@ def run_training(
         if trainer.saved_step != trainer.state.step:
             trainer.save_checkpoint()  # every process takes part (RNG states are gathered)
         acc = trainer.accelerator
+        whole = gather_unet(trainer)  # a collective under FSDP / ZeRO-3: every rank calls it
         acc.wait_for_everyone()
         if acc.is_main_process:
             with ema_weights(trainer.ema):  # --use_ema publishes the EMA weights
-                _save_final(trainer, result)
+                _save_final(trainer, result, whole)
             log.info("saved expert to %s", trainer.output_dir)
             if on_published is not None:
                 on_published(trainer)
@@ -56,10 +58,52 @@ def run_training(
     return result
 
 
-def _save_final(trainer: Trainer, result: RunResult) -> None:
-    """Publish the pipeline with expertune.json (and the LoRA file) as one version."""
+def gather_unet(trainer: Trainer):
+    """The trained UNet whole, on the main process (None elsewhere); every rank calls it.
+
+    Under DDP or one process every rank holds the whole model: the unwrapped module itself
+    (nothing is copied). Under FSDP or DeepSpeed ZeRO-3 a rank holds only shards, so the
+    full state dict is gathered with accelerate's `get_state_dict` (a collective) and
+    loaded on rank 0 into a fresh UNet of the same config, with the same LoRA adapter.
+    """
+    from expertune.train.checkpoint import shards_parameters
+
+    acc = trainer.accelerator
+    unwrapped = acc.unwrap_model(trainer.unet)
+    if not shards_parameters(acc):
+        return unwrapped if acc.is_main_process else None
+    if trainer.cfg.lora_type == "lycoris" or trainer.ema is not None:
+        raise ConfigError(
+            "publishing a sharded (FSDP / ZeRO-3) run with LyCORIS or --use_ema is not "
+            "supported yet; train it with DDP (plain `accelerate launch`)"
+        )
+    state = acc.get_state_dict(trainer.unet)
+    if not acc.is_main_process:
+        return None
+    whole = _plain_class(unwrapped).from_config(unwrapped.config)
+    peft = getattr(unwrapped, "peft_config", None)
+    if peft:
+        from expertune.models.lora import ADAPTER
+
+        whole.add_adapter(peft[ADAPTER], adapter_name=ADAPTER)
+    whole.load_state_dict(state, strict=True)
+    return whole
+
+
+def _plain_class(module) -> type:
+    """The model's own class: FSDP2's `fully_shard` swaps in an `FSDP<Name>` subclass."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+
+
+def _save_final(trainer: Trainer, result: RunResult, unet=None) -> None:
+    """Publish the pipeline with expertune.json (and the LoRA file) as one version.
+
+    `unet`: the whole trained UNet (gather_unet); the unwrapped model when not given.
+    """
     cfg, out = trainer.cfg, trainer.output_dir
-    unet = trainer.accelerator.unwrap_model(trainer.unet)
+    unet = unet if unet is not None else trainer.accelerator.unwrap_model(trainer.unet)
 
     def write(folder: Path) -> None:
         nonlocal unet
