@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint format bench bench-peer clean
+.PHONY: demo test test-quick lint format bench bench-moe bench-peer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ format: $(STAMP)
 
 bench: $(STAMP)  # every benchmark; rewrites docs/benchmarks.md
 	$(PY) benchmarks/run_all.py
+
+bench-moe: $(STAMP)  # does the split pay? 5 seeds x 4 arms; rewrites docs/results/moe_vs_single.md
+	cd benchmarks && ../$(PY) moe_vs_single.py --seeds 5
 
 # SimpleTuner side by side (issue 11): its own venv under benchmarks/peer/.venv (about
 # 7.5 GB, refused below 15 GB free), never part of `make test` or `make bench`.

@@ -17,7 +17,7 @@ steps, default scheduler) for every colour pair of the new shapes. Repeated over
 (training noise, timesteps and data order); differences are paired by seed against the
 single model. Writes docs/results/moe_vs_single.md (+ .json, .png).
 
-    python benchmarks/moe_vs_single.py [--seeds 5] [--steps 240] [--work DIR]
+    python benchmarks/moe_vs_single.py [--seeds 5] [--steps 200] [--work DIR]
 
 Last line: `moe_vs_single_ratio <two-expert / single overall eval loss, mean over seeds>`.
 """
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 SEED_BAND_EDGE = 350  # the seed's handover: high 350..999, low 0..349
 EVAL_POINTS = 4  # eval loss at 1/4, 2/4, 3/4 and the end of every run
-EVAL_TIMESTEPS = 20
+EVAL_TIMESTEPS = 12
 
 
 def arms(steps: int) -> dict[str, dict]:
@@ -59,7 +59,7 @@ def write_data(work: Path) -> Path:
     from expertune.data.shape_images import write_shape_dataset as write
 
     write(work / "data", sample_specs(48, seed=11, shapes=DEMO_SHAPES))
-    write(work / "eval", sample_specs(16, seed=12, pairs=ALL_PAIRS, shapes=DEMO_SHAPES))
+    write(work / "eval", sample_specs(12, seed=12, pairs=ALL_PAIRS, shapes=DEMO_SHAPES))
 
     def images(name: str, kind: str, folder: str) -> dict:
         return {
@@ -180,7 +180,7 @@ def run_seed(work: Path, seed: int, steps: int, data: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=240, help="total training steps per arm")
+    parser.add_argument("--steps", type=int, default=200, help="total training steps per arm")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     from expertune.io import no_progress_bars

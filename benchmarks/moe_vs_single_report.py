@@ -92,7 +92,7 @@ def write_results(results: list[dict], args, folder: Path, seconds: float) -> fl
         "fine-tuned from `expertune/tiny-sdxl-shapes` on the demo's new shapes (diamonds, plus "
         f"signs); {seconds / 60:.1f} minutes on this machine.",
         "",
-        "Eval loss: 16 held-out images, the trainer's fixed eval noise, 20 evenly spaced "
+        "Eval loss: 12 held-out images, the trainer's fixed eval noise, 12 evenly spaced "
         "timesteps over 0..999, each scored by the expert owning it; `high` is t >= 350, `low` "
         "t < 350 (the seed's bands). Colour: prompt-colour accuracy of 40-step images of every "
         "colour pair of the new shapes through each arm's chain. Differences are paired by "

@@ -1,10 +1,18 @@
-"""`expertune demo`: the seed's two-expert workflow, end to end, on the embedded tiny model.
+"""`expertune demo`: the seed's two-expert workflow, end to end, on a pretrained tiny parent.
 
-Work dir layout: tiny-model/, data/ (training images), eval/ (held-out images), cache/,
-config/, stage1/, stage2/, single/ (a one-model baseline over all timesteps with the same
-parameterisation and the experts' combined steps), eval-loss/ (experts vs baseline per
-band), demo.png. The configs are real files in the seed's format, so a user can copy
-them and swap in MODEL_NAME="segmind/SSD-1B" on a GPU machine.
+As in the seed, both experts are fine-tuned from a pretrained model: the embedded
+`expertune/tiny-sdxl-shapes`, which draws circles, squares and triangles in the colours
+its prompt names. The demo teaches its experts shapes the parent never saw (diamonds and
+plus signs, `data/shape_images.DEMO_SHAPES`), so the pictures show what each stage
+learned. Work dir layout: data/ (training images), eval/ (held-out images), cache/,
+config/, stage1/, stage2/, single/ (a one-model baseline over all timesteps with the
+experts' combined steps), eval-loss/ (experts vs baseline per band), demo.png. The
+configs are real files in the seed's format, so a user can copy them and swap in
+MODEL_NAME="segmind/SSD-1B" on a GPU machine.
+
+The seed's optional v-prediction / zero-terminal-SNR lines are written commented out: a
+100-step fine-tune cannot move an epsilon-pretrained parent to another parameterisation
+(the tests run those flags on the random tiny model instead).
 """
 
 from __future__ import annotations
@@ -14,8 +22,15 @@ import time
 from pathlib import Path
 
 DEMO_STEPS = 100
+DEMO_IMAGES = 24
 EVAL_TIMESTEPS = 10
 RESOLUTION = 64
+DEMO_PROMPTS = (
+    "a red diamond on a blue background",
+    "a yellow plus on a black background",
+    "a white diamond on a green background",
+    "a cyan plus on a magenta background",
+)
 
 _STAGE1 = """\
 # Stage one ("base" expert) of the seed's workflow, on expertune's tiny embedded model.
@@ -25,8 +40,8 @@ export USE_DORA=false
 export MODEL_TYPE="full"
 export MODEL_FAMILY="sdxl"
 export MODEL_NAME="{model}"
-# The tiny model starts from random weights, so it takes a far larger rate than SSD-1B.
-export LEARNING_RATE=1e-4
+# The tiny model is small and trained briefly, so it takes a far larger rate than SSD-1B.
+export LEARNING_RATE={learning_rate}
 export TRAIN_BATCH_SIZE=4
 export GRADIENT_ACCUMULATION_STEPS=1
 export USE_GRADIENT_CHECKPOINTING=false
@@ -41,12 +56,24 @@ export OUTPUT_DIR="{output}"
 # Enable first stage model training
 export TRAINER_EXTRA_ARGS="--refiner_training --refiner_training_strength=0.35 --refiner_training_invert_schedule"
 
-# Reparameterise to v-prediction / zero-terminal SNR, identical for both experts.
-export TRAINER_EXTRA_ARGS="${{TRAINER_EXTRA_ARGS}} --prediction_type=v_prediction --rescale_betas_zero_snr --training_scheduler_timestep_spacing=trailing"
-"""
+{reparameterise}"""
+
+_REPARAM_FLAGS = (
+    'export TRAINER_EXTRA_ARGS="${TRAINER_EXTRA_ARGS} --prediction_type=v_prediction '
+    '--rescale_betas_zero_snr --training_scheduler_timestep_spacing=trailing"\n'
+)
+_REPARAMETERISE = (
+    "# Reparameterise to v-prediction / zero-terminal SNR, identical for both experts.\n"
+    + _REPARAM_FLAGS
+)
+_REPARAMETERISE_OFF = (
+    "# Optionally reparameterise to v-prediction / zero-terminal SNR (both experts alike);\n"
+    "# left off: 100 steps cannot move the epsilon-pretrained parent to another one.\n"
+    "# " + _REPARAM_FLAGS
+)
 
 
-def _stage2(stage1: str, output: str) -> str:
+def _stage2(stage1: str, output: str, reparameterise: bool = True) -> str:
     """Stage two as the seed says: new OUTPUT_DIR, invert flag swapped for dataset validation."""
     head = stage1.split("# Enable first stage model training")[0]
     head = head.replace('# Stage one ("base" expert)', '# Stage two ("refiner" expert)')
@@ -55,9 +82,7 @@ def _stage2(stage1: str, output: str) -> str:
         "\n# Train the end of the schedule; validate by partially denoising dataset images.\n"
         'export TRAINER_EXTRA_ARGS="--refiner_training --refiner_training_strength=0.35 '
         '--validation_using_datasets"\n\n'
-        "# Same parameterisation as stage one.\n"
-        'export TRAINER_EXTRA_ARGS="${TRAINER_EXTRA_ARGS} --prediction_type=v_prediction '
-        '--rescale_betas_zero_snr --training_scheduler_timestep_spacing=trailing"\n'
+        + ("# Same parameterisation as stage one.\n" + _REPARAM_FLAGS if reparameterise else "")
     )
 
 
@@ -95,7 +120,7 @@ def _images(name: str, dataset_type: str, folder: Path, cache: Path) -> dict:
 
 _VALIDATION = """\
 export VALIDATION_STEPS={steps}
-export VALIDATION_PROMPT="a red circle on a blue background"
+export VALIDATION_PROMPT="{prompt}"
 """
 
 
@@ -106,7 +131,15 @@ export TRAINER_EXTRA_ARGS="${{TRAINER_EXTRA_ARGS}} --eval_steps_interval={interv
 
 
 def write_configs(
-    work: Path, steps: int, *, held_out: Path | None = None, validation: bool = False
+    work: Path,
+    steps: int,
+    *,
+    held_out: Path | None = None,
+    validation: bool = False,
+    model: str | None = None,  # default: the random tiny model built into work/tiny-model
+    reparameterise: bool = True,  # the seed's optional v-prediction / zero-terminal SNR
+    learning_rate: str = "1e-4",
+    prompt: str = "a red circle on a blue background",
 ) -> tuple[Path, Path]:
     """Write config/stage1.env, config/stage2.env and config/multidatabackend.json.
 
@@ -120,16 +153,18 @@ def write_configs(
         json.dumps(_dataloader(work / "data", held_out, work / "cache"), indent=2) + "\n"
     )
     stage1 = _STAGE1.format(
-        model=work / "tiny-model",
+        model=model or work / "tiny-model",
+        learning_rate=learning_rate,
+        reparameterise=_REPARAMETERISE if reparameterise else _REPARAMETERISE_OFF,
         resolution=RESOLUTION,
         steps=steps,
-        validation=_VALIDATION.format(steps=steps) if validation else "",
+        validation=_VALIDATION.format(steps=steps, prompt=prompt) if validation else "",
         ckpt=max(steps // 2, 1),
         dataloader=dataloader,
         cache=work / "cache",
         output=work / "stage1",
     )
-    stage2 = _stage2(stage1, str(work / "stage2"))
+    stage2 = _stage2(stage1, str(work / "stage2"), reparameterise)
     eval_loss = "" if held_out is None else _EVAL_LOSS.format(interval=max(steps // 4, 1))
     (conf / "stage1.env").write_text(stage1 + eval_loss)
     (conf / "stage2.env").write_text(stage2 + eval_loss)
@@ -158,16 +193,37 @@ def prepare_workdir(
     return write_configs(work, steps, held_out=eval_dir, validation=validation)
 
 
+def prepare_demo(work: Path, steps: int) -> tuple[Path, Path]:
+    """data/ and eval/ in the demo's new domain, and the two configs on the shapes parent."""
+    from expertune.data.shape_images import ALL_PAIRS, DEMO_SHAPES, sample_specs
+    from expertune.data.shape_images import write_shape_dataset as write
+    from expertune.models.embedded import SHAPES_MODEL_NAME
+
+    write(work / "data", sample_specs(DEMO_IMAGES, seed=1, shapes=DEMO_SHAPES), RESOLUTION)
+    held_out = sample_specs(4, seed=2, pairs=ALL_PAIRS, shapes=DEMO_SHAPES)
+    write(work / "eval", held_out, RESOLUTION)
+    return write_configs(
+        work,
+        steps,
+        held_out=work / "eval",
+        validation=True,
+        model=SHAPES_MODEL_NAME,
+        reparameterise=False,
+        learning_rate="2e-4",
+        prompt=DEMO_PROMPTS[0],
+    )
+
+
 def run_demo(workdir: str | Path, steps: int | None = None) -> dict:
-    """Build, train both stages and the baseline, compare per band, generate demo.png."""
+    """Fine-tune both stages and the baseline from the parent, compare per band, draw demo.png."""
     from expertune.app.train import train_expert
     from expertune.config import load_config
 
     work = Path(workdir).resolve()
     steps = steps or DEMO_STEPS
     t0 = time.perf_counter()
-    stage1_env, stage2_env = prepare_workdir(work, steps, held_out=4, validation=True)
-    print(f"[demo] tiny model, images and configs ready ({time.perf_counter() - t0:.1f}s)")
+    stage1_env, stage2_env = prepare_demo(work, steps)
+    print(f"[demo] images and configs ready ({time.perf_counter() - t0:.1f}s)")
     runs = {
         "stage1": (stage1_env, []),
         "stage2": (stage2_env, []),
@@ -182,9 +238,9 @@ def run_demo(workdir: str | Path, steps: int | None = None) -> dict:
         train_expert(cfg)
         results[name] = json.loads((Path(cfg.output_dir) / "run_summary.json").read_text())
     comparison = _compare(work, load_config(str(stage2_env), []))
-    _render(work)
-    _print_summary(work, results, comparison, time.perf_counter() - t0)
-    return {"runs": results, "eval_loss": comparison}
+    colours = _render(work)
+    _print_summary(work, results, comparison, colours, time.perf_counter() - t0)
+    return {"runs": results, "eval_loss": comparison, "colour_accuracy": colours}
 
 
 def _baseline_flags(work: Path, steps: int) -> list[str]:
@@ -216,17 +272,50 @@ def _compare(work: Path, data_cfg) -> dict:
     return result
 
 
-def _render(work: Path) -> None:
-    """demo.png: stage one then stage two, handing over at 1 - strength (the seed's snippet)."""
+def _render(work: Path) -> dict:
+    """demo.png: a row per model (the parent, the single baseline, stage one then stage two
+    handing over at 1 - strength as the seed's snippet), a column per DEMO_PROMPTS entry.
+
+    Returns each row's prompt-colour accuracy over those prompts.
+    """
+    from expertune.evaluate.colour_check import colour_accuracy
+    from expertune.evaluate.images import grid
+    from expertune.models.embedded import shapes_model_folder
     from expertune.pipeline.chain import ChainRequest, ExpertChain, StageOptions, save_image
 
+    size = {"height": RESOLUTION, "width": RESOLUTION}
     chain = ExpertChain(work / "stage1", work / "stage2")
-    prompt = "a red circle on a blue background"
-    stage = StageOptions(prompt, guidance_scale=9.2, guidance_rescale=0.7)
-    image = chain(
-        ChainRequest(base=stage, refiner=stage, steps=20, height=RESOLUTION, width=RESOLUTION)
-    )
-    save_image(image, work / "demo.png")
+    rows = {"chain": []}
+    for prompt in DEMO_PROMPTS:
+        stage = StageOptions(prompt, guidance_scale=9.2, guidance_rescale=0.7)
+        rows["chain"].append(chain(ChainRequest(base=stage, refiner=stage, steps=20, **size)))
+    rows = {"parent": _single(shapes_model_folder()), "single": _single(work / "single")} | rows
+    save_image(grid(list(rows.values())), work / "demo.png")
+    return {name: colour_accuracy(images, list(DEMO_PROMPTS)) for name, images in rows.items()}
+
+
+def _single(folder: Path) -> list:
+    """DEMO_PROMPTS drawn by one model folder (20 steps, the chain's guidance and seed)."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+
+    from expertune.io import no_progress_bars
+
+    with no_progress_bars():
+        pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return [
+        pipe(
+            p,
+            num_inference_steps=20,
+            guidance_scale=9.2,
+            guidance_rescale=0.7,
+            generator=torch.Generator().manual_seed(0),
+            height=RESOLUTION,
+            width=RESOLUTION,
+        ).images[0]
+        for p in DEMO_PROMPTS
+    ]
 
 
 def _load_all(paths):
@@ -235,7 +324,7 @@ def _load_all(paths):
     return [load_image(p) for p in paths]
 
 
-def _print_summary(work: Path, results: dict, comparison: dict, wall: float) -> None:
+def _print_summary(work: Path, results: dict, comparison: dict, colours: dict, wall: float) -> None:
     print(f"[demo] done in {wall:.1f}s; everything is in {work}")
     for name, r in results.items():
         print(
@@ -249,10 +338,15 @@ def _print_summary(work: Path, results: dict, comparison: dict, wall: float) -> 
             f"  eval loss on band {row['band']}: expert {row['expert_loss']:.4f} vs single "
             f"model {row['baseline_loss']:.4f} ({change:+.1%})"
         )
+    for name, accuracy in colours.items():
+        print(f"  prompt-colour accuracy of {name} on the demo prompts: {accuracy:.0%}")
     print("  config/stage1.env, config/stage2.env  (the seed's format; copy and edit)")
     print("  stage1/report.html, stage2/report.html, single/report.html  (open in a browser)")
-    print("  eval-loss/eval_loss.png, demo.png  (stage one then stage two, handing over at 0.65)")
+    print(
+        "  eval-loss/eval_loss.png, demo.png  (rows: the parent, the single model, stage one "
+        "then stage two handing over at 0.65)"
+    )
     print(
         "  try: expertune generate --base "
-        f"{work / 'stage1'} --refiner {work / 'stage2'} --prompt 'a green square' --out x.png"
+        f"{work / 'stage1'} --refiner {work / 'stage2'} --prompt 'a green diamond on a red background' --out x.png"
     )

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GUIDANCE_SCALE = "9.2"
 DEFAULT_GUIDANCE_RESCALE = "0.7"
+DEFAULT_SCHEDULER = "unipc"
 
 
 class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -55,7 +56,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     src.add_argument("--base", metavar="DIR", help="stage-one expert (with --refiner)")
     src.add_argument("--refiner", metavar="DIR", help="stage-two expert (with --base)")
-    src.add_argument("--model", metavar="DIR", help="one ordinary SDXL model folder")
+    src.add_argument(
+        "--model",
+        metavar="DIR",
+        help="one ordinary SDXL model folder, or a reserved name (expertune/tiny-sdxl-shapes)",
+    )
     g.add_argument(
         "--chain",
         action="store_true",
@@ -87,7 +92,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--refiner-guidance-rescale", type=float, help="default: --guidance-rescale")
     g.add_argument(
         "--scheduler",
-        default="unipc",
+        default=DEFAULT_SCHEDULER,
         choices=SCHEDULER_NAMES,
         metavar="NAME",
         help=f"the sampler, one of {', '.join(SCHEDULER_NAMES)}",
@@ -225,7 +230,7 @@ def _single_plan(args, scales, rescales) -> Plan:
     if args.chain or args.offload_idle:
         flag = "--chain" if args.chain else "--offload-idle"
         raise ConfigError(f"{flag} needs experts; --model runs one ordinary model")
-    info = read_expert(args.model, "--model")
+    info = read_expert(_model_folder(args.model), "--model")
     check_scheduler(args.scheduler, info.parameterisation)
     return Plan(
         "single model",
@@ -234,6 +239,13 @@ def _single_plan(args, scales, rescales) -> Plan:
         rescales=_one("--guidance-rescale", rescales),
         prompts=[args.prompt],
     )
+
+
+def _model_folder(model: str) -> Path:
+    """--model as a folder: a reserved name becomes the embedded model's folder."""
+    from expertune.models.embedded import RESERVED_NAMES, embedded_model_folder
+
+    return embedded_model_folder(model) if model in RESERVED_NAMES else Path(model)
 
 
 def _set_plan(args, scales, rescales) -> Plan:
