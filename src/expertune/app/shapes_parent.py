@@ -35,12 +35,12 @@ from expertune.data.shape_images import (
     sample_specs,
 )
 from expertune.models.tiny import (
-    POSTERIOR_LOGVAR,
     RESOLUTION,
     _save,
     _seeded_modules,
     calibrate_vae,
     sdxl_scheduler,
+    tiny_vae,
     to_pixels,
 )
 from expertune.models.tokenizer import build_tiny_tokenizer
@@ -82,22 +82,7 @@ def _cosine(step: int, total: int, peak: float) -> float:
 
 def shapes_vae() -> AutoencoderKL:
     """The tiny VAE (8x downsampling) with one norm group, so flat colours keep their mean."""
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=1,
-        sample_size=RESOLUTION,
-        force_upcast=False,
-    )
-    with torch.no_grad():  # a near-deterministic posterior, as a trained VAE has
-        vae.quant_conv.weight[4:].zero_()
-        vae.quant_conv.bias[4:].fill_(POSTERIOR_LOGVAR)
-    return vae
+    return tiny_vae(norm_num_groups=1)
 
 
 def fit_vae(vae: AutoencoderKL, pixels: torch.Tensor, recipe: ShapesRecipe, log) -> None:

@@ -70,8 +70,12 @@ def tiny_unet(family: Family = SDXL) -> UNet2DConditionModel:
     )
 
 
-def tiny_vae() -> AutoencoderKL:
-    """Four blocks, so 8x downsampling like SDXL's VAE; the posterior made near-deterministic."""
+def tiny_vae(norm_num_groups: int = 8) -> AutoencoderKL:
+    """Four blocks, so 8x downsampling like SDXL's VAE; the posterior made near-deterministic.
+
+    The pretrained parent uses one norm group (app/shapes_parent.py): with 8 groups of 2
+    channels, GroupNorm all but erases the mean colour of a flat image.
+    """
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -80,7 +84,7 @@ def tiny_vae() -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=8,
+        norm_num_groups=norm_num_groups,
         sample_size=RESOLUTION,
         force_upcast=False,  # float32 throughout; SDXL's upcast guards float16 overflow
     )
