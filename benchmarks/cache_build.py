@@ -8,7 +8,8 @@ For each model, on the same images in the same process:
   atomically), into an empty cache;
 - second job: `prepare_data` again on the filled cache; its encoder forward passes
   (counted by hooks on the modules, and by the build's own stats) should be 0.
-The ratio is bare time / build time (1.0 = no overhead; target >= 0.9). Bare and build
+The ratio is bare time / build time (1.0 = no overhead; target >= 0.9 at SDXL sizes,
+so the last line gives the sdxl-vae ratio and the tiny one beside it). Bare and build
 alternate `--rounds` times and the best of each is kept. On a busy machine the encoders'
 own time swings more than the cache's whole overhead, so the time spent outside the
 encoders during the build (overhead) is also measured, and the second ratio is
@@ -240,8 +241,21 @@ def main() -> None:
                 f"forward calls (stats: {r['second_job_stats_passes']})",
                 flush=True,
             )
-    worst = min(results, key=lambda r: r["ratio"])
-    print(f"ratio bare/build = {worst['ratio']:.3f} ({worst['model']}, target >= 0.9)")
+    print(last_line(results))
+
+
+def last_line(results: list[dict]) -> str:
+    """The ratio at SDXL sizes, where issue 11 sets its target (>= 0.9), and the others.
+
+    The tiny model's encoders take milliseconds, so its ratio measures file work alone
+    (scan, hash, lock, atomic writes); it is printed beside the target ratio, not as it.
+    """
+    target = next((r for r in results if r["model"] == "sdxl-vae"), None)
+    others = ", ".join(f"{r['model']} {r['ratio']:.3f}" for r in results if r is not target)
+    if target is None:
+        return f"ratio bare/build = n/a at SDXL sizes (only {others}; target >= 0.9)"
+    tail = f"; {others}, file work only" if others else ""
+    return f"ratio bare/build = {target['ratio']:.3f} (sdxl-vae, target >= 0.9{tail})"
 
 
 if __name__ == "__main__":

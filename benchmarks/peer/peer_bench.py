@@ -222,6 +222,7 @@ def main() -> int:
         "--threads", type=int, default=2, help="torch threads of both (issue 11 gives 2)"
     )
     args = parser.parse_args()
+    args.peer_venv = args.peer_venv.resolve()  # each arm runs in its own folder
     if not (args.peer_venv / "bin" / "simpletuner").is_file():
         print(f"no simpletuner in {args.peer_venv}; run benchmarks/peer/install.sh first")
         return 2
