@@ -102,13 +102,39 @@ def test_example_trains_to_the_end(name, work, tmp_path, monkeypatch, capsys):
     assert json.loads((out / "lycoris_config.json").read_text())["algo"] == "lokr"
 
 
-def test_kolors_example_is_refused_for_its_quantised_base(work, tmp_path):
-    config = adapt(_original("kolors.peft-lora.orig.json"), work, tmp_path / "out")
-    with pytest.raises(ConfigError) as info:
-        load_config(_write(tmp_path, config))
-    message = str(info.value)
-    assert message.startswith("refused setting --base_model_precision=int8-quanto ")
-    assert "\n" not in message
+@pytest.mark.slow
+def test_kolors_example_trains_on_a_quantised_base(work, tmp_path, capsys):
+    """base_model_precision=int8-quanto: the LoRA trains on a quanto-int8 base (hooked),
+    and the published pipeline is the unquantised base with the adapter merged."""
+    from accelerate.state import AcceleratorState
+    from optimum.quanto import QLinear
+
+    import expertune.train.setup as setup
+
+    seen = []
+    real = setup.add_adapter
+
+    def spy(cfg, unet):  # the base the adapter goes on, in training and when publishing
+        seen.append(isinstance(unet.down_blocks[1].attentions[0].proj_in, QLinear))
+        real(cfg, unet)
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    out = tmp_path / "out"
+    config = adapt(_original("kolors.peft-lora.orig.json"), work, out)
+    assert config["base_model_precision"] == "int8-quanto"
+    setup.add_adapter = spy
+    try:
+        assert main(["train", "--config", str(_write(tmp_path, config))]) == 0
+    finally:
+        setup.add_adapter = real
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert seen == [True, False]  # trained on the quantised base, merged into a plain one
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("trained 2 steps in this run in ")
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert json.loads((out / "unet" / "config.json").read_text())["_class_name"] == (
+        "UNet2DConditionModel"
+    )
 
 
 def test_controlnet_example_is_refused_in_one_line(work, tmp_path):

@@ -93,10 +93,10 @@ def test_off_values_are_accepted_with_one_notice_each(write, caplog):
 
 
 def test_on_values_of_no_op_keys_are_refused_with_the_reason(write):
-    data = {"model_name": "m", "controlnet": True, "base_model_precision": "int8-quanto"}
+    data = {"model_name": "m", "controlnet": True, "validation_torch_compile": True}
     message = _error(write("c.json", json.dumps(data)))
     assert "--controlnet=true (ControlNet training is not supported" in message
-    assert "--base_model_precision=int8-quanto (quantised base models" in message
+    assert "--validation_torch_compile=true (validation runs uncompiled" in message
 
 
 def test_env_names_of_simpletuner_keys(write, caplog):

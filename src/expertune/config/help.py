@@ -27,6 +27,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lora_alpha",
         "lora_type",
         "lycoris_config",
+        "base_model_precision",
+        "quantize_via",
         "use_dora",
         "use_bitfit",
         "mixed_precision",

@@ -34,6 +34,10 @@ class TrainConfig(BaseModel):
     lora_alpha: float | None = None  # None = lora_rank
     lora_type: Literal["standard", "lycoris"] = "standard"  # PEFT LoRA, or LyCORIS
     lycoris_config: str | None = None  # LyCORIS JSON (algo lokr/loha/locon...) for lycoris
+    base_model_precision: Literal[
+        "no_change", "int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto"
+    ] = "no_change"  # adapters only: the frozen base UNet quantised (models/quantize.py)
+    quantize_via: Literal["cpu", "accelerator"] = "accelerator"  # where the base is quantised
     # optimisation
     learning_rate: float = Field(1e-6, gt=0)
     optimizer: Literal["adamw", "adamw_bf16", "adamw8bit", "prodigy", "lion", "adafactor"] = (
@@ -203,6 +207,7 @@ class TrainConfig(BaseModel):
         for rule in (
             _invert_needs_refiner,
             _lycoris_rules,
+            _quantised_base_rules,
             _hub_rules,
             _bitfit_and_dora,
             _plan_and_index,
@@ -278,6 +283,14 @@ def _lycoris_rules(cfg: TrainConfig) -> None:
         raise ConfigError("--lora_type=lycoris needs --lycoris_config FILE (a LyCORIS JSON)")
     if cfg.lora_type == "lycoris" and cfg.use_dora:
         raise ConfigError("--use_dora is a PEFT LoRA option; drop it with --lora_type=lycoris")
+
+
+def _quantised_base_rules(cfg: TrainConfig) -> None:
+    if cfg.base_model_precision != "no_change" and cfg.model_type != "lora":
+        raise ConfigError(
+            f"--base_model_precision={cfg.base_model_precision} freezes the base UNet and "
+            "needs MODEL_TYPE=lora (--model_type=lora); full training keeps no_change"
+        )
 
 
 def _bitfit_and_dora(cfg: TrainConfig) -> None:

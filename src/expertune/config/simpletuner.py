@@ -81,17 +81,6 @@ KEYS: dict[str, Key] = {
         "repeating that bucket's images, so pruning is off already",
         harmless=_always,
     ),
-    "base_model_precision": Key(
-        "noop",
-        "quantised base models (int8-quanto, fp8, ...) are not supported; remove the key or "
-        "set it to no_change",
-        harmless=_one_of("no_change"),
-    ),
-    "quantize_via": Key(
-        "noop",
-        "only used with base_model_precision, which expertune keeps at no_change",
-        harmless=_always,
-    ),
     "model_flavour": Key(
         "noop",
         "pretrained_model_name_or_path (MODEL_NAME) alone decides which weights load",
@@ -165,6 +154,10 @@ DIFFERENCES: dict[str, str] = {
     "the raw weights stay in the last checkpoint",
     "lora_type": "`standard` (PEFT LoRA) or `lycoris`",
     "lycoris_config": "SimpleTuner's JSON; adapter saved in LyCORIS keys ComfyUI loads",
+    "base_model_precision": "no_change, int8-quanto, int4-quanto, int2-quanto, fp8-quanto "
+    "(optimum-quanto, adapters only); others (torchao, bnb) refused by value; the published "
+    "pipeline merges the adapter into the unquantised base",
+    "quantize_via": "`cpu` or `accelerator` (the default): where the base is quantised",
     "report_to": "tensorboard, wandb (offline without key or network), none",
     "push_to_hub": "hub and token checked before training; one commit with a model card",
     "validation_resolution": "`WxH`, `N` or a comma list, width first",

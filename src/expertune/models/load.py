@@ -325,11 +325,7 @@ def load_components(
     def weights(cls, part: str, **dtype_arg):
         if part not in has:
             return None
-        if pickle_only(path / part):
-            with weights_only_loads():
-                return _load_part(cls, path, part, name, use_safetensors=False, **dtype_arg)
-        kwargs = {"use_safetensors": True, "variant": variants[part], **dtype_arg}
-        return _load_part(cls, path, part, name, **kwargs)
+        return _load_weights(cls, path, part, name, variants[part], **dtype_arg)
 
     return Components(
         unet=weights(UNet2DConditionModel, "unet", torch_dtype=dtype),
@@ -344,6 +340,24 @@ def load_components(
         model_path=path,
         family=family,
     )
+
+
+def load_unet(
+    path: Path, name: str, allow_pickle: bool = False, dtype: torch.dtype = torch.float32
+):
+    """The UNet alone from a resolved model folder (`Components.model_path`), loaded the
+    way load_components loads it: a second, untouched copy of the base."""
+    variant = weights_variant(path / "unet", name, allow_pickle)
+    return _load_weights(UNet2DConditionModel, path, "unet", name, variant, torch_dtype=dtype)
+
+
+def _load_weights(cls, path: Path, part: str, name: str, variant: str | None, **dtype_arg):
+    """A weighted part: safetensors (in `variant`), or a pickle read with weights_only."""
+    if pickle_only(path / part):
+        with weights_only_loads():
+            return _load_part(cls, path, part, name, use_safetensors=False, **dtype_arg)
+    kwargs = {"use_safetensors": True, "variant": variant, **dtype_arg}
+    return _load_part(cls, path, part, name, **kwargs)
 
 
 def _load_part(cls, path: Path, part: str, name: str, **kwargs):

@@ -78,7 +78,9 @@ class Trainer:
         self.checked = checked or preflight(self.cfg)  # user errors, before any work
         setup_output_dir(self.output_dir)
         self.accelerator = setup_accelerator(self.cfg, self.output_dir)
-        self.components, self.unet, self.trainable = setup_model(self.cfg, self.checked.parent)
+        self.components, self.unet, self.trainable = setup_model(
+            self.cfg, self.checked.parent, self.accelerator.device
+        )
         self._setup_schedule()
         self.data = setup_data(self.cfg, self.components, self.accelerator, self.hold_out)
         self.unet.to(self.accelerator.device)  # before the optimizer: fused AdamW on CUDA

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from expertune.config.schema import TrainConfig
 from expertune.errors import ConfigError
+from expertune.models.quantize import check_quanto_installed
 from expertune.train import checkpoint as ckpt
 from expertune.train.hub import check_hub
 from expertune.train.optimizers import check_optimizer
@@ -41,6 +42,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_caches(cfg)
     check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
     check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
+    check_quanto_installed(cfg.base_model_precision)  # issue 9: --base_model_precision
     check_wandb(cfg)  # issue 9: --report_to=wandb has its package
     check_hub(cfg)  # issue 9: --push_to_hub: the hub answers and the token is valid
     resume = (

@@ -105,6 +105,11 @@ def _save_final(trainer: Trainer, result: RunResult, unet=None) -> None:
     cfg, out = trainer.cfg, trainer.output_dir
     unet = unet if unet is not None else trainer.accelerator.unwrap_model(trainer.unet)
 
+    if cfg.base_model_precision != "no_change":  # issue 9: merge into the unquantised base
+        from expertune.train.setup import unquantised_copy
+
+        unet = unquantised_copy(cfg, trainer.components, trainer.checked.parent, unet)
+
     def write(folder: Path) -> None:
         nonlocal unet
         if cfg.lora_type == "lycoris":  # issue 9: LyCORIS adapter file, merged pipeline

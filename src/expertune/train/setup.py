@@ -42,11 +42,13 @@ def setup_accelerator(cfg: TrainConfig, output_dir: Path):
     )
 
 
-def setup_model(cfg: TrainConfig, parent=None):
+def setup_model(cfg: TrainConfig, parent=None, device=None):
     """Load the family's parts; return (components, unet, trainable params by name).
 
     `parent` (models.parent.Parent, from --init_from) replaces the UNet's weights before
-    any adapter is added, so a LoRA expert's frozen base is the parent's UNet.
+    any adapter is added, so a LoRA expert's frozen base is the parent's UNet. With
+    --base_model_precision the base is quantised next (on `device` when
+    --quantize_via=accelerator), still before the adapter, which stays unquantised.
     """
     from expertune.models.load import load_components
 
@@ -64,6 +66,30 @@ def setup_model(cfg: TrainConfig, parent=None):
     for module in (components.vae, components.text_encoder, components.text_encoder_2):
         if module is not None:
             module.requires_grad_(False).eval()
+    if cfg.base_model_precision != "no_change":  # issue 9: SimpleTuner's quantised base
+        from expertune.models.quantize import quantize_base
+
+        if cfg.quantize_via == "accelerator" and device is not None:
+            unet.to(device)
+        quantize_base(unet, cfg.base_model_precision, compute_dtype(cfg.mixed_precision))
+    add_adapter(cfg, unet)
+    if cfg.base_model_precision != "no_change":
+        from expertune.models.quantize import adapter_to_float32
+
+        adapter_to_float32(unet)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    trainable = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+    return components, unet, trainable
+
+
+def compute_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype autocast computes in under --mixed_precision (fp32 without it)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision, torch.float32)
+
+
+def add_adapter(cfg: TrainConfig, unet) -> None:
+    """The trainable part: a LyCORIS or PEFT LoRA adapter, or (full) every weight."""
     if cfg.model_type == "lora" and cfg.lora_type == "lycoris":  # issue 9
         from expertune.models.lycoris import add_lycoris, read_lycoris_config
 
@@ -75,10 +101,36 @@ def setup_model(cfg: TrainConfig, parent=None):
         add_lora(unet, rank=cfg.lora_rank, alpha=cfg.lora_alpha or cfg.lora_rank, seed=cfg.seed)
     else:
         unet.requires_grad_(True)
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    trainable = {n: p for n, p in unet.named_parameters() if p.requires_grad}
-    return components, unet, trainable
+
+
+def unquantised_copy(cfg: TrainConfig, components, parent, trained):
+    """`trained`'s adapter on a fresh full-precision base: what a quantised-base run
+    publishes, so the quantisation error stays out of the model a user loads.
+
+    The base is loaded again as setup_model loaded it (model, then --init_from), the same
+    adapter is added, and the adapter's trained (or EMA) values are copied in by name.
+    """
+    from expertune.models.load import load_unet
+
+    unet = load_unet(
+        components.model_path, cfg.pretrained_model_name_or_path, cfg.allow_pickle_weights
+    )
+    if parent is not None:
+        from expertune.models.parent import init_unet_from
+
+        init_unet_from(unet, parent)
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    add_adapter(cfg, unet)
+    values = {n: p.detach() for n, p in trained.named_parameters() if p.requires_grad}
+    own = dict(unet.named_parameters())
+    missing = sorted(set(values) - set(own))
+    if missing:
+        raise RuntimeError(f"adapter tensor {missing[0]} has no place on the unquantised base")
+    with torch.no_grad():
+        for name, value in values.items():
+            own[name].copy_(value.to(own[name]))
+    return unet
 
 
 @dataclass
