@@ -29,11 +29,18 @@ FOLDER = "controlnet"  # OUTPUT_DIR/controlnet: the published ControlNet
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 
 
-def make_controlnet(unet, path: str | None = None) -> ControlNetModel:
-    """A ControlNet for `unet`: from the diffusers folder `path`, else from the UNet."""
+def make_controlnet(unet, path: str | None = None, seed: int = 0) -> ControlNetModel:
+    """A ControlNet for `unet`: from the diffusers folder `path`, else from the UNet.
+
+    `from_unet` draws the conditioning embedding's first layers from torch's global
+    generator: it is forked and seeded from `seed`, so one config makes the same
+    ControlNet every run (a resume and a straight run start alike).
+    """
     if path:
         return ControlNetModel.from_pretrained(path)
-    return ControlNetModel.from_unet(unet)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ControlNetModel.from_unet(unet)
 
 
 def trained_whole(controlnet: ControlNetModel) -> list[str]:

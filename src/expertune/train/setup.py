@@ -96,7 +96,7 @@ def setup_controlnet(cfg: TrainConfig, unet):
     from expertune.models.controlnet import add_controlnet_lora, make_controlnet
 
     unet.requires_grad_(False)
-    controlnet = make_controlnet(unet, cfg.controlnet_model_name_or_path)
+    controlnet = make_controlnet(unet, cfg.controlnet_model_name_or_path, cfg.seed)
     if cfg.model_type == "lora":
         add_controlnet_lora(controlnet, cfg.lora_rank, cfg.lora_alpha or cfg.lora_rank, cfg.seed)
     else:
