@@ -119,7 +119,7 @@ def test_controlnet_gets_each_samples_conditioning_and_the_unet_its_residuals(cn
         # and it shows what the training image shows there (cond/ holds inverted copies)
         train = (render(Image.open(item.path).convert("RGB"), plan) + 1) / 2
         assert float((cached - (1 - train)).abs().mean()) < 0.01
-        assert 0 <= float(cached.min()) and float(cached.max()) <= 1
+        assert float(cached.min()) >= 0 and float(cached.max()) <= 1
     for down, mid in seen_unet:
         assert down is not None and mid is not None
         assert len(down) == len(trainer.unet.controlnet_down_blocks)
