@@ -201,3 +201,26 @@ def test_conditioning_data_without_controlnet_is_refused(cn_ws, tmp_path, capsys
     assert main(["train", "--config", str(_config(cn_ws, out, controlnet=False))]) == 2
     assert "names conditioning_data, which only --controlnet=true" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_starts_from_a_given_controlnet_folder(cn_ws, tmp_path, capsys):
+    from expertune.models.controlnet import make_controlnet
+    from expertune.models.load import load_components
+
+    given = make_controlnet(load_components("expertune/tiny-sdxl", family="sdxl").unet)
+    with torch.no_grad():
+        given.controlnet_mid_block.weight.fill_(0.5)  # not what from_unet makes
+    given.save_pretrained(tmp_path / "given")
+    path = _config(
+        cn_ws,
+        tmp_path / "out",
+        model_type="full",
+        controlnet_model_name_or_path=str(tmp_path / "given"),
+    )
+    trainer = _trainer(path)
+    assert torch.all(trainer.unet.controlnet_mid_block.weight == 0.5)
+    assert trainer.unet.controlnet_mid_block.weight.requires_grad  # full: all of it trains
+    bad = _config(cn_ws, tmp_path / "bad", controlnet_model_name_or_path=str(cn_ws / "data"))
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "is not a diffusers ControlNet folder (no config.json)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
