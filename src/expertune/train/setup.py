@@ -101,8 +101,9 @@ def setup_controlnet(cfg: TrainConfig, unet):
         add_controlnet_lora(controlnet, cfg.lora_rank, cfg.lora_alpha or cfg.lora_rank, cfg.seed)
     else:
         controlnet.requires_grad_(True)
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing:  # the frozen UNet too: the backward runs through it
         controlnet.enable_gradient_checkpointing()
+        unet.enable_gradient_checkpointing()  # same gradients, fewer kept activations
     return controlnet
 
 
