@@ -11,7 +11,6 @@ import pytest
 
 from expertune.cli import main
 from expertune.config import load_config
-from expertune.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "simpletuner"
 
@@ -137,7 +136,66 @@ def test_kolors_example_trains_on_a_quantised_base(work, tmp_path, capsys):
     )
 
 
-def test_controlnet_example_is_refused_in_one_line(work, tmp_path):
-    config = adapt(_original("sdxl.peft-controlnet-lora.orig.json"), work, tmp_path / "out")
-    with pytest.raises(ConfigError, match=r"refused setting --controlnet=true \(ControlNet"):
-        load_config(_write(tmp_path, config))
+@pytest.fixture(scope="module")
+def cn_work(tmp_path_factory) -> Path:
+    """A work folder whose dataloader config also pairs its images with conditioning
+    images (cond/: an inverted copy of each, same file names)."""
+    from PIL import Image, ImageOps
+
+    from expertune.app.demo import write_configs
+    from expertune.data.demo_images import make_demo_images
+
+    work = tmp_path_factory.mktemp("st-controlnet")
+    images = make_demo_images(work / "data", n=2, size=64)
+    write_configs(work, steps=2)
+    (work / "cond").mkdir()
+    for image in images:
+        ImageOps.invert(Image.open(image).convert("RGB")).save(work / "cond" / image.name)
+    dataloader = work / "config" / "multidatabackend.json"
+    datasets = json.loads(dataloader.read_text())
+    datasets[0]["conditioning_data"] = "cond"
+    datasets.append(
+        {"id": "cond", "type": "local", "dataset_type": "conditioning",
+         "conditioning_type": "canny", "instance_data_dir": str(work / "cond")}
+    )  # fmt: skip
+    dataloader.write_text(json.dumps(datasets, indent=2))
+    return work
+
+
+@pytest.mark.slow
+def test_controlnet_example_trains_to_the_end(cn_work, tmp_path, capsys, caplog):
+    """The example adapted exactly as `adapt` does; the one other change is in the work
+    folder's dataloader config (the 'data config' the issue lets us change, as it points
+    every example at ours): the conditioning dataset SimpleTuner's own ControlNet example
+    pairs its images with (multidatabackend-controlnet-1024px.json), which a ControlNet
+    cannot train without."""
+    from accelerate.state import AcceleratorState
+    from diffusers import ControlNetModel
+
+    out = tmp_path / "out"
+    config = adapt(_original("sdxl.peft-controlnet-lora.orig.json"), cn_work, out)
+    assert config["controlnet"] is True and config["model_type"] == "lora"
+    AcceleratorState._reset_state(reset_partial_state=True)  # bf16, as the other examples
+    try:
+        with caplog.at_level(logging.WARNING, logger="expertune"):
+            assert main(["train", "--config", str(_write(tmp_path, config))]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("trained 2 steps in this run in ") and "(2 in total)" in last
+    loaded = ControlNetModel.from_pretrained(out / "controlnet")
+    assert isinstance(loaded, ControlNetModel)
+    assert (out / "controlnet" / "pytorch_lora_weights.safetensors").is_file()
+    record = json.loads((out / "expertune.json").read_text())
+    assert record["controlnet"]["folder"] == "controlnet" and record["model_type"] == "lora"
+    assert (out / "model_index.json").is_file()  # the base pipeline beside it
+    assert any("validation images are skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_controlnet_example_without_conditioning_data_is_one_line(work, tmp_path):
+    """With a dataloader config that has no conditioning dataset it is refused before
+    anything is written, naming the key to add."""
+    out = tmp_path / "out"
+    config = adapt(_original("sdxl.peft-controlnet-lora.orig.json"), work, out)
+    assert main(["train", "--config", str(_write(tmp_path, config))]) == 2
+    assert not out.exists()

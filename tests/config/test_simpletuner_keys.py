@@ -68,7 +68,7 @@ def test_misspelling_still_gets_its_flag():
     assert nearest("learnig_rate", FIELDS) == "learning_rate"
     assert nearest("LR-Scheduler", FIELDS) == "lr_scheduler"
     assert nearest("use_emma", FIELDS) == "use_ema"
-    assert nearest("controlnet", FIELDS) is None
+    assert nearest("disable_benchmark", FIELDS) is None
 
 
 def test_aliases_are_simpletuners_current_names(write):
@@ -82,20 +82,20 @@ def test_off_values_are_accepted_with_one_notice_each(write, caplog):
     data = {
         "model_name": "m",
         "validation_torch_compile": False,
-        "controlnet": "false",
+        "validation_prompt_library": "",
         "model_flavour": "1.0",
     }
     with caplog.at_level(logging.INFO, logger="expertune.config"):
         load_config(write("c.json", json.dumps(data)))
     notices = [r.getMessage() for r in caplog.records]
     assert len(notices) == 3
-    assert any(n.startswith("controlnet=false has no effect in expertune") for n in notices)
+    assert any(n.startswith("validation_prompt_library= has no effect in") for n in notices)
 
 
 def test_on_values_of_no_op_keys_are_refused_with_the_reason(write):
-    data = {"model_name": "m", "controlnet": True, "validation_torch_compile": True}
+    data = {"model_name": "m", "validation_prompt_library": "x", "validation_torch_compile": True}
     message = _error(write("c.json", json.dumps(data)))
-    assert "--controlnet=true (ControlNet training is not supported" in message
+    assert "--validation_prompt_library=x (prompt libraries are not read" in message
     assert "--validation_torch_compile=true (validation runs uncompiled" in message
 
 
@@ -107,9 +107,11 @@ def test_env_names_of_simpletuner_keys(write, caplog):
 
 
 def test_command_line_collects_every_problem_too():
-    message = _error(None, ["--model_name=m", "--aaa", "--bbb=1", "--controlnet", "true"])
+    message = _error(
+        None, ["--model_name=m", "--aaa", "--bbb=1", "--validation_torch_compile", "true"]
+    )
     assert message.startswith("3 unknown or refused settings in command line")
-    assert "--controlnet=true (" in message
+    assert "--validation_torch_compile=true (" in message
 
 
 def test_table_keys_are_not_fields_and_aliases_name_fields():

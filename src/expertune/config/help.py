@@ -29,6 +29,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "lycoris_config",
         "base_model_precision",
         "quantize_via",
+        "controlnet",
+        "controlnet_model_name_or_path",
         "use_dora",
         "use_bitfit",
         "mixed_precision",

@@ -38,6 +38,8 @@ class TrainConfig(BaseModel):
         "no_change", "int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto"
     ] = "no_change"  # adapters only: the frozen base UNet quantised (models/quantize.py)
     quantize_via: Literal["cpu", "accelerator"] = "accelerator"  # where the base is quantised
+    controlnet: bool = False  # train a ControlNet beside the frozen UNet (models/controlnet.py)
+    controlnet_model_name_or_path: str | None = None  # start from this diffusers ControlNet
     # optimisation
     learning_rate: float = Field(1e-6, gt=0)
     optimizer: Literal["adamw", "adamw_bf16", "adamw8bit", "prodigy", "lion", "adafactor"] = (
@@ -208,6 +210,7 @@ class TrainConfig(BaseModel):
             _invert_needs_refiner,
             _lycoris_rules,
             _quantised_base_rules,
+            _controlnet_rules,
             _hub_rules,
             _bitfit_and_dora,
             _plan_and_index,
@@ -291,6 +294,35 @@ def _quantised_base_rules(cfg: TrainConfig) -> None:
             f"--base_model_precision={cfg.base_model_precision} freezes the base UNet and "
             "needs MODEL_TYPE=lora (--model_type=lora); full training keeps no_change"
         )
+
+
+def _controlnet_rules(cfg: TrainConfig) -> None:
+    """ControlNet training: a PEFT LoRA on the ControlNet, or the whole ControlNet."""
+    if cfg.controlnet_model_name_or_path and not cfg.controlnet:
+        raise ConfigError(
+            "--controlnet_model_name_or_path needs --controlnet=true; set it or drop the path"
+        )
+    if not cfg.controlnet:
+        return
+    refused = {
+        "--lora_type=lycoris": cfg.lora_type == "lycoris",
+        f"--base_model_precision={cfg.base_model_precision}": (
+            cfg.base_model_precision != "no_change"
+        ),
+        "--init_from": cfg.init_from is not None,
+        "--use_ema": cfg.use_ema,
+        "--validation_using_datasets": cfg.validation_using_datasets,
+        "--validation_refiner": cfg.validation_refiner is not None,
+        "--validation_chain": cfg.validation_chain is not None,
+        "--eval_steps_interval": cfg.eval_steps_interval > 0,
+        "--evaluation_type=clip": cfg.evaluation_type != "none",
+    }
+    for flag, on in refused.items():
+        if on:
+            raise ConfigError(
+                f"{flag} does not combine with --controlnet=true yet; drop it to train a "
+                "ControlNet (PEFT LoRA with --model_type=lora, or the whole ControlNet)"
+            )
 
 
 def _bitfit_and_dora(cfg: TrainConfig) -> None:

@@ -86,9 +86,6 @@ KEYS: dict[str, Key] = {
         "pretrained_model_name_or_path (MODEL_NAME) alone decides which weights load",
         harmless=_always,
     ),
-    "controlnet": Key(
-        "noop", "ControlNet training is not supported; expertune trains denoiser experts"
-    ),
     "aspect_bucket_rounding": Key(
         "noop",
         "expertune buckets by side lengths aligned to aspect_bucket_alignment, not by "
@@ -140,6 +137,9 @@ DIFFERENCES: dict[str, str] = {
     "model_family": "`sdxl` (SDXL, SSD-1B, ...) and `sdxl-refiner` only; flux, kolors "
     "and other families are refused by value",
     "model_type": "`full` or `lora`",
+    "controlnet": "needs a `dataset_type: conditioning` dataset named by the image dataset's "
+    "`conditioning_data`; the UNet stays frozen; publishes `controlnet/` (LoRA merged) "
+    "beside the pipeline; validation images are skipped with a notice",
     "optimizer": "adamw, adamw_bf16 (torch AdamW on fp32 master weights: exact update), "
     "adamw8bit (CUDA only), prodigy, lion, adafactor; others refused by value",
     "lr_scheduler": "constant, constant_with_warmup, linear, cosine, cosine_with_restarts, "

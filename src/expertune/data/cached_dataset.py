@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from expertune.data.cache import Caches
+from expertune.data.conditioning_images import KEY as CONDITIONING
 from expertune.data.encode import EncodedItem
 from expertune.data.keys import LATENTS, TEXT
 from expertune.errors import DataError
@@ -47,12 +48,15 @@ class CachedDataset(Dataset):
                 f"{item.latent_root if latents is None else item.text_root} (deleted by hand "
                 "or by a prune?); run the job again: it rebuilds missing entries"
             )
-        return {
+        sample = {
             "latents": latents["latents"],
             "prompt_embeds": text["prompt_embeds"],
             "pooled_prompt_embeds": text["pooled_prompt_embeds"],
             "time_ids": torch.tensor(item.time_ids, dtype=torch.float32),
         }
+        if CONDITIONING in latents:  # ControlNet: (3, H, W) in [0, 1], cropped as the latents
+            sample[CONDITIONING] = latents[CONDITIONING]
+        return sample
 
     def without_caption(self, index: int) -> dict[str, torch.Tensor]:
         """Sample `index` with the empty caption's embeddings (cached once per text folder),

@@ -58,8 +58,6 @@ UNSUPPORTED_KEYS = frozenset(
         "parquet",
         "huggingface",
         "conditioning",
-        "conditioning_data",
-        "conditioning_type",
         "source_dataset_id",
         "image_embeds",
         "conditioning_image_embeds",
@@ -117,9 +115,11 @@ class AspectWeight(BaseModel):
 
 
 class ImageDatasetSpec(_Spec):
-    """A folder of images to train on ("image") or to hold out for evaluation ("eval")."""
+    """A folder of images to train on ("image"), to hold out for evaluation ("eval"), or
+    the ControlNet conditioning images of an image dataset ("conditioning", same file
+    names; only its folder is read: each image is cropped as its training image is)."""
 
-    dataset_type: Literal["image", "eval"] = "image"
+    dataset_type: Literal["image", "eval", "conditioning"] = "image"
     instance_data_dir: str = Field(min_length=1)
     caption_strategy: Literal["filename", "textfile", "instanceprompt"] = "filename"
     instance_prompt: str | None = None
@@ -139,6 +139,8 @@ class ImageDatasetSpec(_Spec):
     disable_validation: bool = False  # never pick this dataset's images for validation
     cache_dir_vae: str | None = None  # None or "": CACHE_DIR
     text_embeds: str | None = None  # id of a text_embeds dataset; None: the default one
+    conditioning_data: str | None = None  # id of its conditioning dataset (ControlNet)
+    conditioning_type: str | None = None  # SimpleTuner's label (canny, depth, ...); kept
 
     @model_validator(mode="after")
     def _consistent(self) -> ImageDatasetSpec:
@@ -170,10 +172,17 @@ class DataloaderConfig:
     source: str  # the file, or "INSTANCE_DIR"
     images: tuple[ImageDatasetSpec, ...]  # dataset_type image and eval, in file order
     text_embeds: tuple[TextEmbedsSpec, ...]
+    conditioning: tuple[ImageDatasetSpec, ...] = ()  # dataset_type conditioning (ControlNet)
 
     @property
     def training(self) -> tuple[ImageDatasetSpec, ...]:
         return tuple(spec for spec in self.images if spec.trains)
+
+    def conditioning_of(self, spec: ImageDatasetSpec) -> ImageDatasetSpec | None:
+        """The conditioning dataset `spec` names in `conditioning_data`, or None."""
+        if not spec.conditioning_data:
+            return None
+        return next(c for c in self.conditioning if c.id == spec.conditioning_data)
 
     @property
     def evaluation(self) -> tuple[ImageDatasetSpec, ...]:
@@ -219,28 +228,30 @@ def with_defaults(config: DataloaderConfig, defaults: dict) -> DataloaderConfig:
         spec.model_copy(update={k: v for k, v in given.items() if k not in spec.model_fields_set})
         for spec in config.images
     )
-    return DataloaderConfig(config.source, images, config.text_embeds)
+    return DataloaderConfig(config.source, images, config.text_embeds, config.conditioning)
 
 
 def read_dataloader_config(path: str | Path) -> DataloaderConfig:
     """Parse and check a dataloader JSON; every mistake is one ConfigError line."""
     path = Path(path)
     text = _read_text(path)
-    images, text_embeds = [], []
+    images, text_embeds, conditioning = [], [], []
     for index, entry in enumerate(_entries(path, text)):
         where = f"DATALOADER_CONFIG {path}: dataset {entry.get('id', f'#{index + 1}')!r}"
         _check_keys(entry, where, text)
         fields = {k: v for k, v in entry.items() if k in KNOWN_KEYS}
         kind = fields.get("dataset_type", "image")
-        if kind not in ("image", "eval", "text_embeds"):
+        if kind not in ("image", "eval", "text_embeds", "conditioning"):
             raise ConfigError(
-                f"{where}: dataset_type {kind!r} is not supported; use image, eval or text_embeds"
+                f"{where}: dataset_type {kind!r} is not supported; use image, eval, "
+                "conditioning or text_embeds"
             )
         model = TextEmbedsSpec if kind == "text_embeds" else ImageDatasetSpec
         spec = _validate(model, fields, where, text)
         if not spec.disabled:
-            (text_embeds if kind == "text_embeds" else images).append(spec)
-    config = DataloaderConfig(str(path), tuple(images), tuple(text_embeds))
+            chosen = {"text_embeds": text_embeds, "conditioning": conditioning}
+            chosen.get(kind, images).append(spec)
+    config = DataloaderConfig(str(path), tuple(images), tuple(text_embeds), tuple(conditioning))
     _check_references(config, f"DATALOADER_CONFIG {path}")
     return config
 
@@ -344,7 +355,7 @@ def _validate(model: type[_Spec], fields: dict, where: str, text: str = "") -> _
 
 
 def _check_references(config: DataloaderConfig, where: str) -> None:
-    ids = [spec.id for spec in (*config.images, *config.text_embeds)]
+    ids = [spec.id for spec in (*config.images, *config.text_embeds, *config.conditioning)]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ConfigError(f"{where}: dataset id {duplicates[0]!r} is used twice; ids must differ")
@@ -356,6 +367,14 @@ def _check_references(config: DataloaderConfig, where: str) -> None:
             raise ConfigError(
                 f"{where}: dataset {spec.id!r} names text_embeds {spec.text_embeds!r}, which "
                 "is not an enabled text_embeds dataset; fix the id"
+            )
+    conditioning_ids = {c.id for c in config.conditioning}
+    for spec in config.images:
+        if spec.conditioning_data and spec.conditioning_data not in conditioning_ids:
+            raise ConfigError(
+                f"{where}: dataset {spec.id!r} names conditioning_data "
+                f"{spec.conditioning_data!r}, which is not an enabled dataset with "
+                'dataset_type "conditioning"; fix the id or add that dataset'
             )
     if not config.training:
         raise ConfigError(f"{where} has no enabled image dataset; add one or set disabled: false")

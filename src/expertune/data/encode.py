@@ -35,6 +35,7 @@ import torch
 
 from expertune.data.cache import Caches, Tensors
 from expertune.data.cache_use import Claim
+from expertune.data.conditioning_images import KEY as CONDITIONING
 from expertune.data.fill import Filler, progress_bar
 from expertune.data.images import CropPlan, load_image, render
 from expertune.data.keys import LATENTS, TEXT, latent_key, text_encoders_fingerprint, text_key
@@ -105,6 +106,7 @@ class PlannedImage:
     dataset: str
     latent_root: Path
     text_root: Path
+    conditioning: Sample | None = None  # ControlNet: its conditioning image, same crop
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def key_items(
             dataset=p.dataset,
             bucket=p.plan.target,
             time_ids=p.time_ids,
-            latent_key=latent_key(vae_fingerprint, p.sample.digest, p.plan),
+            latent_key=latent_key(vae_fingerprint, _input_digest(p), p.plan),
             text_key=text_key(text_fingerprint, p.sample.caption),
             latent_root=p.latent_root,
             text_root=p.text_root,
@@ -227,11 +229,15 @@ def build_cache(
     for item, image in zip(every, planned, strict=True):
         latent_jobs.setdefault((item.latent_root, item.bucket), {})[item.latent_key] = image
 
-    def vae_encode(pixels: list[torch.Tensor]) -> list[Tensors]:
+    def vae_encode(inputs: list) -> list[Tensors]:
         stats.vae_passes += 1
-        return [
-            {"latents": z} for z in encode_latents(_need(encoders.vae, "vae"), torch.stack(pixels))
-        ]
+        pairs = [x if isinstance(x, tuple) else (x, None) for x in inputs]
+        latents = encode_latents(_need(encoders.vae, "vae"), torch.stack([p for p, _ in pairs]))
+        entries: list[Tensors] = [{"latents": z} for z in latents]
+        for entry, (_, cond) in zip(entries, pairs, strict=True):
+            if cond is not None:  # ControlNet: cached beside the latents it goes with
+                entry[CONDITIONING] = cond
+        return entries
 
     fillers = [
         Filler(caches(root), LATENTS, jobs, _pixels, vae_encode, batch_size)
@@ -299,8 +305,16 @@ def _text_encoder(encoders: Encoders, stats: EncodeStats):
     return encode
 
 
-def _pixels(job: PlannedImage) -> torch.Tensor:
-    """The image's pixels as planned; DataError if it cannot be decoded or has changed."""
+def _input_digest(p: PlannedImage) -> str:
+    """What the latent entry is made from: the image's bytes (and its conditioning's)."""
+    if p.conditioning is None:
+        return p.sample.digest
+    return f"{p.sample.digest}+conditioning:{p.conditioning.digest}"
+
+
+def _pixels(job: PlannedImage) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The image's pixels as planned (with its conditioning pixels in [0, 1] when it has
+    a conditioning image); DataError if it cannot be decoded or has changed."""
     path = job.sample.path
     try:
         data = Path(path).read_bytes()
@@ -311,7 +325,12 @@ def _pixels(job: PlannedImage) -> torch.Tensor:
     image = load_image(path, data)
     if (image.height, image.width) != job.plan.original:
         raise DataError(f"{path} changed since the folder was scanned; run again")
-    return render(image, job.plan)
+    pixels = render(image, job.plan)
+    if job.conditioning is None:
+        return pixels
+    from expertune.data.conditioning_images import render_conditioning
+
+    return pixels, render_conditioning(job.conditioning, job.plan)
 
 
 def _module_fingerprint(module: torch.nn.Module) -> str:

@@ -66,6 +66,9 @@ def check_datasets(cfg) -> DataloaderConfig:
                 f"dataset {spec.id!r}: folder {folder} does not exist; fix instance_data_dir "
                 f"in {config.source}"
             )
+    from expertune.data.conditioning_images import check_pairs
+
+    check_pairs(cfg, config)  # issue: ControlNet pairs, by file names only
     return config
 
 
@@ -130,6 +133,11 @@ def _plan_dataset(spec, cfg, config, layout, alignment, report) -> list[PlannedI
     latent_root = Path(config.latent_cache_dir(spec, cfg.cache_dir))
     text_root = Path(config.text_cache_dir(spec, cfg.cache_dir))
     planned, fell_back = [], set(scan.caption_fallbacks)
+    cond_spec = config.conditioning_of(spec)
+    if cond_spec is not None:  # ControlNet: each image with its conditioning image
+        from expertune.data.conditioning_images import conditioning_samples, pair_of
+
+        cond_root, cond_found = conditioning_samples(cond_spec)
     for sample in scan.samples:
         reason = _left_out(sample, spec)
         if reason:
@@ -148,7 +156,10 @@ def _plan_dataset(spec, cfg, config, layout, alignment, report) -> list[PlannedI
         plan = plan_crop(sample.height, sample.width, bucket, style, seed=sample.digest)
         report.upscaled += plan.resized[0] > sample.height
         ids = time_ids(plan, layout)
-        planned.append(PlannedImage(sample, plan, ids, spec.id, latent_root, text_root))
+        cond = None
+        if cond_spec is not None:
+            cond = pair_of(sample, Path(spec.instance_data_dir), cond_root, cond_found)
+        planned.append(PlannedImage(sample, plan, ids, spec.id, latent_root, text_root, cond))
         if sample.path in fell_back:
             report.caption_fallbacks.append(sample.path)
     return planned

@@ -84,6 +84,11 @@ class Trainer:
         self._setup_schedule()
         self.data = setup_data(self.cfg, self.components, self.accelerator, self.hold_out)
         self.unet.to(self.accelerator.device)  # before the optimizer: fused AdamW on CUDA
+        # self.unet is the trained module: the UNet, or with --controlnet the ControlNet
+        # (then the frozen UNet, components.unet, only receives its residuals)
+        self.frozen_unet = self.components.unet if self.cfg.controlnet else None
+        if self.frozen_unet is not None:
+            self.frozen_unet.to(self.accelerator.device)
         self.optimizer, self.lr_scheduler = setup_optimizer(
             self.cfg, self.trainable, self.max_steps
         )
@@ -286,15 +291,7 @@ class Trainer:
         timesteps, noise = self._draw(latents, first)
         t_dev = timesteps.to(latents.device, non_blocking=True)
         noisy = self.loss.noisy(latents, noise, t_dev)
-        pred = self.unet(
-            noisy,
-            t_dev,
-            encoder_hidden_states=batch["prompt_embeds"],
-            added_cond_kwargs={
-                "text_embeds": batch["pooled_prompt_embeds"],
-                "time_ids": batch["time_ids"],
-            },
-        ).sample
+        pred = self._predict(noisy, t_dev, batch)
         loss = self.loss(pred, latents, noise, t_dev)
         self.guard.see_loss(loss)
         self.accelerator.backward(loss)
@@ -315,6 +312,29 @@ class Trainer:
             if norm is not None:
                 update["grad_norm"] = norm.detach()
         return loss.detach(), timesteps, update
+
+    def _predict(self, noisy: torch.Tensor, t: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The denoiser's prediction: the UNet's, or the frozen UNet's with the
+        ControlNet's residuals of the batch's conditioning images (--controlnet)."""
+        added = {"text_embeds": batch["pooled_prompt_embeds"], "time_ids": batch["time_ids"]}
+        if self.frozen_unet is not None:
+            from expertune.data.conditioning_images import KEY
+            from expertune.models.controlnet import controlnet_residuals
+
+            down, mid = controlnet_residuals(self.unet, noisy, t, batch, batch[KEY])
+            extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        else:
+            return self.unet(
+                noisy, t, encoder_hidden_states=batch["prompt_embeds"], added_cond_kwargs=added
+            ).sample
+        with self.accelerator.autocast():  # not prepared (frozen): autocast it as the ControlNet
+            return self.frozen_unet(
+                noisy,
+                t,
+                encoder_hidden_states=batch["prompt_embeds"],
+                added_cond_kwargs=added,
+                **extra,
+            ).sample
 
     def _draw(self, latents: torch.Tensor, first: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Timesteps (host) and noise for samples `first, first+1, ...` of the global order."""

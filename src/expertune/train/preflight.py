@@ -42,6 +42,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_caches(cfg)
     check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
     check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
+    check_controlnet_path(cfg)  # --controlnet_model_name_or_path is a diffusers ControlNet
     check_quanto_installed(cfg.base_model_precision)  # issue 9: --base_model_precision
     check_wandb(cfg)  # issue 9: --report_to=wandb has its package
     check_hub(cfg)  # issue 9: --push_to_hub: the hub answers and the token is valid
@@ -223,6 +224,27 @@ def check_model(cfg: TrainConfig) -> Path:
         weights_variant(path / part, name, cfg.allow_pickle_weights)
     check_unet_config(path, found, name)
     return path
+
+
+def check_controlnet_path(cfg: TrainConfig) -> None:
+    """--controlnet_model_name_or_path is a local diffusers ControlNet folder (config.json)."""
+    path = getattr(cfg, "controlnet_model_name_or_path", None)
+    if not path:
+        return
+    from expertune.models.structure import read_json_object
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise ConfigError(
+            f"--controlnet_model_name_or_path {path} is not a diffusers ControlNet folder (no "
+            "config.json); point it at a folder saved by ControlNetModel.save_pretrained"
+        )
+    found = read_json_object(config, f"--controlnet_model_name_or_path {path}")
+    if found.get("_class_name") not in ("ControlNetModel", None):
+        raise ConfigError(
+            f"--controlnet_model_name_or_path {path} holds a {found.get('_class_name')}, not a "
+            "ControlNetModel; point it at a diffusers ControlNet folder"
+        )
 
 
 def check_lycoris(cfg: TrainConfig) -> None:

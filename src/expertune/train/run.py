@@ -72,10 +72,10 @@ def gather_unet(trainer: Trainer):
     unwrapped = acc.unwrap_model(trainer.unet)
     if not shards_parameters(acc):
         return unwrapped if acc.is_main_process else None
-    if trainer.cfg.lora_type == "lycoris" or trainer.ema is not None:
+    if trainer.cfg.lora_type == "lycoris" or trainer.ema is not None or trainer.cfg.controlnet:
         raise ConfigError(
-            "publishing a sharded (FSDP / ZeRO-3) run with LyCORIS or --use_ema is not "
-            "supported yet; train it with DDP (plain `accelerate launch`)"
+            "publishing a sharded (FSDP / ZeRO-3) run with LyCORIS, --use_ema or --controlnet "
+            "is not supported yet; train it with DDP (plain `accelerate launch`)"
         )
     state = acc.get_state_dict(trainer.unet)
     if not acc.is_main_process:
@@ -112,7 +112,12 @@ def _save_final(trainer: Trainer, result: RunResult, unet=None) -> None:
 
     def write(folder: Path) -> None:
         nonlocal unet
-        if cfg.lora_type == "lycoris":  # issue 9: LyCORIS adapter file, merged pipeline
+        if cfg.controlnet:  # the trained ControlNet beside the unchanged base pipeline
+            from expertune.models.controlnet import save_controlnet
+
+            save_controlnet(unet, folder, lora=cfg.model_type == "lora")
+            unet = trainer.components.unet
+        elif cfg.lora_type == "lycoris":  # issue 9: LyCORIS adapter file, merged pipeline
             from expertune.models.lycoris import merge_lycoris, read_lycoris_config, save_lycoris
 
             save_lycoris(unet, folder, read_lycoris_config(cfg.lycoris_config), cfg.lycoris_config)
@@ -196,4 +201,18 @@ def expert_record(trainer: Trainer, result: RunResult) -> dict:
         RECORD_KEY: parts,
         "steps": result.steps,
         "weights": "ema" if cfg.use_ema else "trained",  # issue 9: --use_ema publishes EMA
+        # a ControlNet expert: the pipeline is the base; the trained ControlNet is beside it
+        "controlnet": controlnet_record(cfg) if cfg.controlnet else None,
+    }
+
+
+def controlnet_record(cfg: TrainConfig) -> dict:
+    """What expertune.json says of a ControlNet expert: where its ControlNet is, how made."""
+    from expertune.models.controlnet import ADAPTER_FILE, FOLDER
+
+    return {
+        "folder": FOLDER,
+        "adapter": f"{FOLDER}/{ADAPTER_FILE}" if cfg.model_type == "lora" else None,
+        "from": cfg.controlnet_model_name_or_path or "unet",
+        "load_with": "diffusers.ControlNetModel.from_pretrained",
     }

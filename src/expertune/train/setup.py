@@ -45,6 +45,9 @@ def setup_accelerator(cfg: TrainConfig, output_dir: Path):
 def setup_model(cfg: TrainConfig, parent=None, device=None):
     """Load the family's parts; return (components, unet, trainable params by name).
 
+    With --controlnet the returned module is the ControlNet to train and the UNet, in
+    `components.unet`, is frozen.
+
     `parent` (models.parent.Parent, from --init_from) replaces the UNet's weights before
     any adapter is added, so a LoRA expert's frozen base is the parent's UNet. With
     --base_model_precision the base is quantised next (on `device` when
@@ -72,6 +75,10 @@ def setup_model(cfg: TrainConfig, parent=None, device=None):
         if cfg.quantize_via == "accelerator" and device is not None:
             unet.to(device)
         quantize_base(unet, cfg.base_model_precision, compute_dtype(cfg.mixed_precision))
+    if cfg.controlnet:  # the trained module is the ControlNet; components.unet stays frozen
+        controlnet = setup_controlnet(cfg, unet)
+        trainable = {n: p for n, p in controlnet.named_parameters() if p.requires_grad}
+        return components, controlnet, trainable
     add_adapter(cfg, unet)
     if cfg.base_model_precision != "no_change":
         from expertune.models.quantize import adapter_to_float32
@@ -81,6 +88,23 @@ def setup_model(cfg: TrainConfig, parent=None, device=None):
         unet.enable_gradient_checkpointing()
     trainable = {n: p for n, p in unet.named_parameters() if p.requires_grad}
     return components, unet, trainable
+
+
+def setup_controlnet(cfg: TrainConfig, unet):
+    """Freeze `unet`; the ControlNet to train beside it (models/controlnet.py): a LoRA on
+    it with --model_type=lora, else all of it."""
+    from expertune.models.controlnet import add_controlnet_lora, make_controlnet
+
+    unet.requires_grad_(False)
+    controlnet = make_controlnet(unet, cfg.controlnet_model_name_or_path, cfg.seed)
+    if cfg.model_type == "lora":
+        add_controlnet_lora(controlnet, cfg.lora_rank, cfg.lora_alpha or cfg.lora_rank, cfg.seed)
+    else:
+        controlnet.requires_grad_(True)
+    if cfg.gradient_checkpointing:  # the frozen UNet too: the backward runs through it
+        controlnet.enable_gradient_checkpointing()
+        unet.enable_gradient_checkpointing()  # same gradients, fewer kept activations
+    return controlnet
 
 
 def compute_dtype(mixed_precision: str) -> torch.dtype:
