@@ -98,7 +98,7 @@ def main(unet_dir: Path, out: Path) -> None:
     )
 
     trainer = SimpleNamespace(accelerator=acc, unet=unet, ema=None)
-    trainer.cfg = SimpleNamespace(lora_type="none")
+    trainer.cfg = SimpleNamespace(lora_type="none", controlnet=False)
     published = gather_unet(trainer)  # every rank, collective; the whole UNet on rank 0
     publish_ok = (published is None) == (rank != 0)
     if published is not None:
