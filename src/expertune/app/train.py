@@ -44,13 +44,6 @@ def training_callbacks(cfg: TrainConfig) -> list:
     from expertune.evaluate.validation import ValidationCallback
 
     callbacks = []
-    if cfg.controlnet and cfg.validation_prompt:
-        log.warning(
-            "validation images are skipped with --controlnet=true: expertune renders no "
-            "ControlNet pipeline yet; load OUTPUT_DIR/controlnet with "
-            "StableDiffusionXLControlNetPipeline to see the trained ControlNet"
-        )
-        return callbacks
     if cfg.validation_prompt or cfg.validation_using_datasets:
         clip_dir = None
         if cfg.evaluation_type == "clip":

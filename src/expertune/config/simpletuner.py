@@ -139,7 +139,8 @@ DIFFERENCES: dict[str, str] = {
     "model_type": "`full` or `lora`",
     "controlnet": "needs a `dataset_type: conditioning` dataset named by the image dataset's "
     "`conditioning_data`; the UNet stays frozen; publishes `controlnet/` (LoRA merged) "
-    "beside the pipeline; validation images are skipped with a notice",
+    "beside the pipeline; validation prompts render through the ControlNet pipeline, "
+    "conditioned on the first training sample's conditioning image",
     "optimizer": "adamw, adamw_bf16 (torch AdamW on fp32 master weights: exact update), "
     "adamw8bit (CUDA only), prodigy, lion, adafactor; others refused by value",
     "lr_scheduler": "constant, constant_with_warmup, linear, cosine, cosine_with_restarts, "

@@ -54,3 +54,25 @@ def base_pipeline(trainer, unet):
     pipe = assemble_pipeline(trainer.components, unet, trainer.param, img2img=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(trainer.accelerator.device)
+
+
+def controlnet_pipeline(trainer, controlnet, image: torch.Tensor):
+    """A StableDiffusionXLControlNetPipeline of the run's frozen UNet and the live
+    ControlNet (--controlnet), with the conditioning `image` (1x3xHxW in [0, 1]) bound to
+    every call, so it renders prompts exactly as `base_pipeline`'s pipeline does."""
+    import functools
+
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    base = base_pipeline(trainer, trainer.frozen_unet)
+    pipe = StableDiffusionXLControlNetPipeline(
+        **shared_parts(trainer),
+        unet=trainer.frozen_unet,
+        controlnet=controlnet,
+        scheduler=base.scheduler,
+        force_zeros_for_empty_prompt=base.config.force_zeros_for_empty_prompt,
+        add_watermarker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(trainer.accelerator.device)
+    return functools.partial(pipe, image=image.to(trainer.accelerator.device))

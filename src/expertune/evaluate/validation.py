@@ -13,6 +13,8 @@ What is validated depends on the expert's band:
   from pure noise through the whole chain as it stands (evaluate/chain_source.py), so a
   low-band expert is judged by the images it finishes.
 With `--evaluation_type clip` every image with a prompt or caption gets a CLIP score.
+With `--controlnet` the prompts are rendered by the frozen UNet and the live ControlNet,
+conditioned on the first training sample's conditioning image.
 """
 
 from __future__ import annotations
@@ -71,6 +73,16 @@ def _plan_alone(cfg, band, num_train_timesteps: int) -> ValidationPlan:
         log.warning(note)
         return ValidationPlan((), True, (note,))
     return ValidationPlan(prompts, datasets, ())
+
+
+def _controlnet_pipeline(trainer, controlnet):
+    """The ControlNet pipeline, conditioned on training sample 0's cached conditioning
+    image (the same pixels, crop included, that the ControlNet trains on)."""
+    from expertune.data.conditioning_images import KEY
+    from expertune.evaluate.live import controlnet_pipeline
+
+    image = trainer.data.dataset[0][KEY].unsqueeze(0)
+    return controlnet_pipeline(trainer, controlnet, image)
 
 
 class ValidationCallback:
@@ -137,6 +149,8 @@ class ValidationCallback:
 
         settings = PromptSettings.from_config(self.cfg, plan.prompts)
         handover = 1.0 - trainer.band.lo / trainer.num_train_timesteps
+        if getattr(trainer, "frozen_unet", None) is not None:  # --controlnet: `unet` is it
+            return render_prompts(_controlnet_pipeline(trainer, unet), settings)
         return render_prompts(base_pipeline(trainer, unet), settings, refiner, handover)
 
     def _chain(self, trainer, unet, plan: ValidationPlan) -> tuple[list, list[str] | None]:
