@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 from diffusers import ControlNetModel
-from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
-from expertune.models.lora import ADAPTER, TARGET_MODULES
+from expertune.models.lora import ADAPTER, add_lora
 
 FOLDER = "controlnet"  # OUTPUT_DIR/controlnet: the published ControlNet
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
@@ -54,17 +53,7 @@ def trained_whole(controlnet: ControlNetModel) -> list[str]:
 def add_controlnet_lora(controlnet: ControlNetModel, rank: int, alpha: float, seed: int) -> None:
     """Freeze `controlnet`; add a LoRA on its attention projections, and train its
     conditioning embedding and zero convolutions whole (module docstring)."""
-    controlnet.requires_grad_(False)
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        init_lora_weights="gaussian",
-        target_modules=list(TARGET_MODULES),
-        modules_to_save=trained_whole(controlnet),
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        controlnet.add_adapter(config, adapter_name=ADAPTER)
+    add_lora(controlnet, rank, alpha, seed, modules_to_save=trained_whole(controlnet))
 
 
 def controlnet_residuals(controlnet, noisy, timesteps, batch: dict, cond: torch.Tensor):

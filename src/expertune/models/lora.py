@@ -19,8 +19,11 @@ ADAPTER = "default"
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
-def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float, seed: int = 0) -> None:
-    """Freeze `unet` and add a trainable LoRA (B initialised to zero: output unchanged).
+def add_lora(
+    unet, rank: int, alpha: float, seed: int = 0, modules_to_save: list[str] | None = None
+) -> None:
+    """Freeze `unet` (or a ControlNet) and add a trainable LoRA (B initialised to zero:
+    output unchanged); `modules_to_save` are trained whole beside it.
 
     peft draws `lora_A` from torch's global generator; it is forked and seeded from `seed`
     here, so one config gives the same adapter every run and the caller's RNG is untouched.
@@ -31,6 +34,7 @@ def add_lora(unet: UNet2DConditionModel, rank: int, alpha: float, seed: int = 0)
         lora_alpha=alpha,
         init_lora_weights="gaussian",
         target_modules=list(TARGET_MODULES),
+        modules_to_save=modules_to_save,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 
 from expertune.config.schema import TrainConfig
+from expertune.data.conditioning_images import KEY as CONDITIONING
 from expertune.errors import ConfigError, Interrupted, TrainingStopped
+from expertune.models.controlnet import controlnet_residuals
 from expertune.schedule.bands import Band
 from expertune.schedule.loss import DenoisingLoss
 from expertune.schedule.noise import Parameterisation, training_scheduler
@@ -318,10 +320,7 @@ class Trainer:
         ControlNet's residuals of the batch's conditioning images (--controlnet)."""
         added = {"text_embeds": batch["pooled_prompt_embeds"], "time_ids": batch["time_ids"]}
         if self.frozen_unet is not None:
-            from expertune.data.conditioning_images import KEY
-            from expertune.models.controlnet import controlnet_residuals
-
-            down, mid = controlnet_residuals(self.unet, noisy, t, batch, batch[KEY])
+            down, mid = controlnet_residuals(self.unet, noisy, t, batch, batch[CONDITIONING])
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         else:
             return self.unet(
