@@ -13,9 +13,13 @@ schedule, no validation, no intermediate checkpoints, each with a fresh cache. M
 expertune runs from this interpreter (the project's venv); SimpleTuner from its own venv
 (benchmarks/peer/install.sh), since the two pin different diffusers and transformers.
 SimpleTuner's `train` exits 0 after a crash, so success is the saved model, not the exit
-code. The last line printed is the ratio (SimpleTuner / expertune, end to end).
+code. One untimed warm-up round (both arms) comes first, so that both read their
+libraries from a warm page cache; then `--rounds` timed rounds, each arm from an empty
+cache every time. The last line printed is the median of the per-round ratios
+(SimpleTuner / expertune, end to end and per step).
 
     python benchmarks/peer/peer_bench.py [--peer-venv benchmarks/peer/.venv] [--work DIR]
+        [--rounds 3] [--warmup 1] [--threads 2]
 """
 
 from __future__ import annotations
@@ -214,12 +218,37 @@ def simpletuner_run(work: Path, model: Path, data: Path, venv: Path, threads: in
     return result
 
 
+def one_round(folder: Path, model: Path, data: Path, args) -> dict[str, dict]:
+    """Both arms once, each from an empty cache of its own under `folder`."""
+    results = {"expertune": expertune_run(folder, model, data, args.threads)}
+    results["simpletuner"] = simpletuner_run(folder, model, data, args.peer_venv, args.threads)
+    for r in results.values():
+        r["steady_step_s"] = steady(r.get("step_s", {}))
+    return results
+
+
+def describe(name: str, r: dict) -> str:
+    end = r.get("to_saved_model_s")
+    end_text = f"{end:.1f}s" if end is not None else "no saved model"
+    step = r["steady_step_s"]
+    step_text = f"{step:.3f}s" if step is not None else "n/a"
+    return (
+        f"{name}: start to saved model {end_text}, to exit {r['to_exit_s']:.1f}s "
+        f"(exit code {r['exit_code']}), steady-state {step_text}/step "
+        f"(median of steps {STEADY_FROM}..{STEPS})"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-venv", type=Path, default=HERE / ".venv")
     parser.add_argument("--work", type=Path, default=None, help="kept; a temp folder if not given")
     parser.add_argument(
         "--threads", type=int, default=2, help="torch threads of both (issue 11 gives 2)"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median is kept)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed rounds first (page cache, .pyc files)"
     )
     args = parser.parse_args()
     args.peer_venv = args.peer_venv.resolve()  # each arm runs in its own folder
@@ -229,37 +258,49 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-peer-"))
     work.mkdir(parents=True, exist_ok=True)
     model, data = prepare(work)
-    print(f"work folder: {work}  (logs: */run.log)", flush=True)
+    print(f"work folder: {work}  (logs: */*/run.log)", flush=True)
     print(f"threads: {args.threads}; load average before: {os.getloadavg()[0]:.2f}", flush=True)
-    results = {"expertune": expertune_run(work, model, data, args.threads)}
-    print(f"load average between: {os.getloadavg()[0]:.2f}", flush=True)
-    results["simpletuner"] = simpletuner_run(work, model, data, args.peer_venv, args.threads)
-    print(f"load average after: {os.getloadavg()[0]:.2f}", flush=True)
-    (work / "results.json").write_text(json.dumps(results, indent=1))
-    for name, r in results.items():
-        r["steady_step_s"] = steady(r.get("step_s", {}))
-        end = r.get("to_saved_model_s")
-        end_text = f"{end:.1f}s" if end is not None else "no saved model"
-        step = r["steady_step_s"]
-        step_text = f"{step:.3f}s" if step is not None else "n/a"
-        steps = " ".join(f"{s:.2f}" for s in r.get("step_s", {}).values())
-        print(f"{name} seconds per step: {steps}", flush=True)
+    rounds = []
+    for n in range(args.warmup + args.rounds):
+        kind = "warm-up" if n < args.warmup else "timed"
+        results = one_round(work / f"round-{n}", model, data, args)
+        print(f"round {n} ({kind}), load average {os.getloadavg()[0]:.2f}:", flush=True)
+        for name, r in results.items():
+            print("  " + describe(name, r), flush=True)
+        if not all(r.get("saved") for r in results.values()):
+            failed = [k for k, r in results.items() if not r.get("saved")]
+            print(f"peer ratio: n/a ({', '.join(failed)} saved no model; see {work}/*/*/run.log)")
+            return 1
+        if n >= args.warmup:
+            rounds.append(results)
+    (work / "results.json").write_text(json.dumps(rounds, indent=1))
+    return summarise(rounds)
+
+
+def summarise(rounds: list[dict[str, dict]]) -> int:
+    """Medians over the timed rounds; the headline is the median of per-round ratios
+    (the two arms of a round run back to back, so slow drift of the machine cancels)."""
+    med = statistics.median
+
+    def arm(name: str, key: str) -> float:
+        return med(r[name][key] for r in rounds)
+
+    for name in ("expertune", "simpletuner"):
         print(
-            f"{name}: start to saved model {end_text}, to exit {r['to_exit_s']:.1f}s "
-            f"(exit code {r['exit_code']}), steady-state {step_text}/step "
-            f"(median of steps {STEADY_FROM}..{STEPS})",
+            f"{name} over {len(rounds)} rounds: start to saved model median "
+            f"{arm(name, 'to_saved_model_s'):.1f}s (each: "
+            + " ".join(f"{r[name]['to_saved_model_s']:.1f}" for r in rounds)
+            + f"), steady-state median {arm(name, 'steady_step_s'):.3f}s/step",
             flush=True,
         )
-    ours, peer = results["expertune"], results["simpletuner"]
-    if not (ours.get("saved") and peer.get("saved")):
-        failed = [n for n, r in results.items() if not r.get("saved")]
-        print(f"peer ratio: n/a ({', '.join(failed)} saved no model; see {work}/*/run.log)")
-        return 1
-    e2e = peer["to_saved_model_s"] / ours["to_saved_model_s"]
-    per_step = (peer["steady_step_s"] or 0) / (ours["steady_step_s"] or float("inf"))
+
+    def ratio(key: str) -> float:
+        return med(r["simpletuner"][key] / r["expertune"][key] for r in rounds)
+
+    e2e, per_step = ratio("to_saved_model_s"), ratio("steady_step_s")
     print(
-        f"peer ratio (simpletuner / expertune): end to end {e2e:.2f}x, per step {per_step:.2f}x "
-        "(targets >= 5x and >= 2x)"
+        f"peer ratio (simpletuner / expertune), median of {len(rounds)} rounds: end to end "
+        f"{e2e:.2f}x, per step {per_step:.2f}x (targets >= 5x and >= 2x)"
     )
     return 0
 

@@ -56,7 +56,7 @@ def test_adamw_bf16_makes_torchs_exact_adamw_update(caplog):
     with caplog.at_level(logging.INFO):
         mine = build_optimizer(cfg, a)
     assert "fp32 masters" in caplog.text
-    ref = torch.optim.AdamW(b, lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    ref = torch.optim.AdamW(b, lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, fused=True)
     for _ in range(3):
         _one_step(mine, a)
         _one_step(ref, b)
@@ -115,12 +115,24 @@ def test_constant_with_warmup_steps_warms_up_and_says_so(caplog):
     assert _lrs(sched, 6) == pytest.approx([0.0, 2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
 
 
-def test_adamw_is_fused_only_for_cuda_parameters():
+def test_adamw_is_fused_for_plain_cpu_parameters_and_matches_the_default_update():
+    """torch's fused kernel (one call for every tensor) on CPU and CUDA float tensors;
+    the update it makes is torch's default AdamW update to float rounding."""
     from expertune.train.optimizers import fused_ok
 
     cpu = [torch.nn.Parameter(torch.zeros(3))]
-    assert not fused_ok(cpu) and not fused_ok([])
-    assert not build_optimizer(_cfg(), cpu).defaults["fused"]
+    assert fused_ok(cpu) and not fused_ok([])
+    ints = torch.nn.Parameter(torch.zeros(3, dtype=torch.int64), requires_grad=False)
+    assert not fused_ok([ints])
+    assert not fused_ok([torch.nn.Parameter(torch.zeros(3, device="meta"))])
+    assert build_optimizer(_cfg(), cpu).defaults["fused"]
+    a, b = _params(), _params()
+    mine = build_optimizer(_cfg(), a)
+    ref = torch.optim.AdamW(b, lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    for _ in range(3):
+        _one_step(mine, a)
+        _one_step(ref, b)
+    assert all(torch.allclose(x, y, rtol=0, atol=1e-6) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.slow
