@@ -1,5 +1,5 @@
 """`python -m expertune ...`: the same entry point as the `expertune` command."""
 
-from expertune.cli import main
+from expertune.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

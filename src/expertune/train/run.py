@@ -32,8 +32,10 @@ def run_training(
     The last state is checkpointed before the pipeline is published, so a crash while
     publishing loses nothing: resuming from `latest` runs no step and publishes again.
     """
+    from expertune import startup_gc
     from expertune.train.ema import ema_weights
 
+    startup_gc.settle()  # the libraries are imported: they are permanent from here on
     checked = preflight(cfg)  # every refusal comes before anything is written
     with hold_output_lock(Path(cfg.output_dir)):  # a second run on OUTPUT_DIR is refused
         trainer = Trainer(cfg, callbacks=callbacks, hold_out=hold_out).setup(checked)
