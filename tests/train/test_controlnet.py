@@ -137,15 +137,24 @@ def _residuals(controlnet, sample: dict) -> list[torch.Tensor]:
 
 
 def test_zero_convolutions_train_at_a_high_learning_rate(cn_ws, tmp_path):
-    from expertune.models.controlnet import make_controlnet
+    from expertune.models.controlnet import make_controlnet, merged_copy
 
     trainer = _trainer(_config(cn_ws, tmp_path / "out", max_train_steps=3, learning_rate=1e-2))
     sample = trainer.data.dataset[0]
     fresh = make_controlnet(trainer.components.unet)
     assert all(float(r.abs().max()) == 0 for r in _residuals(fresh, sample))  # zero-initialised
     trainer.train()
-    moved = [float(r.abs().max()) for r in _residuals(trainer.unet, sample)]
+    torch.manual_seed(0)
+    trained = _residuals(trainer.unet, sample)
+    moved = [float(r.abs().max()) for r in trained]
     assert all(m > 0 for m in moved), moved
+    # the published copy (LoRA merged, whole-trained modules in place) answers the same
+    lora_b = [p for n, p in trainer.unet.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().max()) > 0 for p in lora_b)  # the merge is not a no-op
+    published = merged_copy(trainer.unet)
+    torch.manual_seed(0)
+    merged = _residuals(published, sample)
+    assert max(float((a - b).abs().max()) for a, b in zip(trained, merged, strict=True)) < 1e-5
 
 
 @pytest.mark.slow

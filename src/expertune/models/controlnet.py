@@ -96,15 +96,13 @@ def merged_copy(controlnet: ControlNetModel) -> ControlNetModel:
         if "lora_" in name or ".original_module." in name:
             continue
         state[name.replace(".modules_to_save.default.", ".").replace(".base_layer.", ".")] = value
-    # LoRA: W' = W + scale * B @ A on every adapted layer
-    modules = dict(controlnet.named_modules())
-    for name, module in modules.items():
-        if hasattr(module, "lora_A") and ADAPTER in getattr(module, "lora_A", {}):
-            a = module.lora_A[ADAPTER].weight
-            b = module.lora_B[ADAPTER].weight
-            scale = module.scaling[ADAPTER]
+    # LoRA: W' = W + peft's own delta weight (scale * B @ A) on every adapted layer
+    for name, module in controlnet.named_modules():
+        if ADAPTER in getattr(module, "lora_A", {}):
             key = name.replace(".modules_to_save.default", "") + ".weight"
-            state[key] = state[key] + scale * (b @ a).to(state[key].dtype)
+            with torch.no_grad():
+                delta = module.get_delta_weight(ADAPTER)
+            state[key] = state[key] + delta.to(state[key].dtype)
     plain.load_state_dict(state, strict=True)
     return plain
 
