@@ -105,12 +105,22 @@ def _cmd_train(args) -> int:
     from expertune.app.train import train_expert
 
     result = train_expert(cfg)
-    if os.environ.get("RANK", "0") == "0":  # under a distributed launch, one summary line
+    if _rank() == 0:  # under a distributed launch, one summary line
         print(
             f"trained {result.steps_this_run} steps in this run in {result.wall_s:.1f}s "
             f"({result.steps} in total) -> {cfg.output_dir}"
         )
     return 0
+
+
+def _rank() -> int:
+    """This process's rank under a distributed launch (torchrun / accelerate set RANK)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _world_size() -> int:
+    """How many processes a distributed launch started (1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def _cmd_moe(args) -> int:
@@ -129,13 +139,25 @@ def _cmd_moe(args) -> int:
             f"--parallel {args.parallel}: give a number >= 1, and not with --only "
             "(which trains one run)"
         )
-    print(describe(moe))
+    if args.parallel > 1 and _world_size() > 1:
+        raise ConfigError(
+            f"--parallel {args.parallel}: under accelerate launch every run already trains on "
+            "all launched processes; drop --parallel, or run `expertune moe --parallel N` "
+            "without a launcher (one process, and one GPU, per run)"
+        )
+    main_process = _rank() == 0
+    if main_process:
+        print(describe(moe))
     if args.dry_run:
         return 0
     from expertune.app.moe import run_moe
 
     relaunch = (args.config, _flags(args.flags))
-    written = run_moe(moe, only=args.only, parallel=args.parallel, relaunch=relaunch)
+    written = run_moe(
+        moe, only=args.only, parallel=args.parallel, relaunch=relaunch, writes=main_process
+    )
+    if not main_process:  # under a distributed launch rank 0 alone reports
+        return 0
     if written:
         print(f"wrote {written}")
     elif args.only is None:
@@ -242,7 +264,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # under a distributed launch only rank 0 narrates; the others report only problems
-    level = logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING
+    level = logging.INFO if _rank() == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s")
     for name in ("accelerate", "diffusers", "transformers", "huggingface_hub", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -250,7 +272,18 @@ def _quiet_libraries() -> None:
 
 def entry() -> int:
     """The `expertune` command and `python -m expertune`: main() as its own process."""
-    return main(fast_start=True)
+    try:
+        return main(fast_start=True)
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under a distributed launch, end the process group once the whole command is done:
+    every run of one command (moe's parent and experts) trains in the same group."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for --help
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None, fast_start: bool = False) -> int:

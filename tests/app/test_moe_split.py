@@ -136,3 +136,51 @@ def test_parent_split_and_baseline_report(work):
     assert {e["kind"] for e in low["images"]} == {"chain", "dataset"}  # prompts via the chain
     manifest = json.loads((root / "moe.json").read_text())
     assert manifest["parent"] == "parent" and manifest["baseline"] == "baseline"
+
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_every_run_trains_on_two_launched_processes(work, tmp_path):
+    """torchrun (as accelerate launch) x 2 processes: the parent and each expert train on
+    both ranks in turn, each expert starts from the parent rank 0 has just published, and
+    rank 0 alone writes the records and the manifest."""
+    import os
+    import subprocess
+    import sys
+
+    config, root = _config(work, "launched", "parent_steps = 2\n")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    argv += ["--master_port", str(_port()), "-m", "expertune", "moe", "--config", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(f"wrote {root / 'moe.json'}") == 1  # rank 0 only
+    for name, steps in (("parent", 2), ("high", STEPS), ("low", STEPS)):
+        summary = json.loads((root / name / "run_summary.json").read_text())
+        assert summary["samples"] == steps * 2 * 2, name  # 2 processes x batch 2 each step
+        metrics = (root / name / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["step"] for x in metrics] == list(range(1, steps + 1)), name
+    for name in ("high", "low"):
+        record = json.loads((root / name / "expertune.json").read_text())
+        assert record["parent"]["path"] == str(root / "parent"), name
+        summary = json.loads((root / name / "run_summary.json").read_text())
+        assert summary["encoder_forward_passes"] == 0  # the parent's run filled the cache
+    assert [e["name"] for e in json.loads((root / "moe.json").read_text())["experts"]] == [
+        "high",
+        "low",
+    ]
+
+
+def test_parallel_under_a_launcher_is_one_line(work, monkeypatch, capsys):
+    config, root = _config(work, "parallel-launched")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["moe", "--config", str(config), "--parallel", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--parallel 2" in err[0] and "accelerate launch" in err[0]
+    assert not root.exists()

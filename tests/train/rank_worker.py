@@ -4,7 +4,8 @@
 
 Runs the real training (run_training: steps, checkpoints, publish) and then writes
 RECORD_DIR/rank{R}.safetensors (this rank's trainable weights) and rank{R}.json (how many
-times this rank entered accelerate's state-dict gathering). Nothing in training is
+times this rank entered accelerate's state-dict gathering, and how many encoder forward
+passes it ran while the caches were filled). Nothing in training is
 replaced: get_state_dict is counted and then called as it is.
 """
 
@@ -54,7 +55,8 @@ def main(record: Path, config: str, flags: list[str]) -> None:
         {n: w for n, w in weights.items() if n in trainer.trainable},
         record / f"rank{rank}.safetensors",
     )
-    (record / f"rank{rank}.json").write_text(json.dumps(calls))
+    passes = trainer.data.stats.encoder_forward_passes  # this rank's, while filling the cache
+    (record / f"rank{rank}.json").write_text(json.dumps({**calls, "encoder_passes": passes}))
 
 
 if __name__ == "__main__":

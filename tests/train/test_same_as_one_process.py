@@ -36,7 +36,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(ws: Path, tmp: Path, name: str, processes: int, batch: int) -> Path:
+def _worker(ws: Path, tmp: Path, name: str, processes: int, batch: int, *flags: str) -> Path:
     record = tmp / f"{name}-record"
     argv = [sys.executable]
     if processes > 1:
@@ -44,7 +44,7 @@ def _worker(ws: Path, tmp: Path, name: str, processes: int, batch: int) -> Path:
         argv += ["--master_port", str(_port())]
     argv += [str(WORKER), str(record), str(ws / "config" / "stage1.env")]
     argv += [f"--output_dir={tmp / name}", "--report_to=none", f"--train_batch_size={batch}"]
-    argv += ["--max_train_steps=4", "--checkpointing_steps=2"]
+    argv += ["--max_train_steps=4", "--checkpointing_steps=2", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -57,13 +57,16 @@ def _norm(tensors) -> float:
 
 @pytest.mark.slow
 def test_two_ranks_agree_and_match_one_process_with_twice_the_batch(train_ws, tmp_path):
-    two = _worker(train_ws, tmp_path, "two", processes=2, batch=2)
+    fresh = f"--cache_dir={tmp_path / 'empty-cache'}"  # the two ranks find nothing cached
+    two = _worker(train_ws, tmp_path, "two", 2, 2, fresh)  # 2 processes x batch 2
     one = _worker(train_ws, tmp_path, "one", processes=1, batch=4)
     r0, r1 = load_file(two / "rank0.safetensors"), load_file(two / "rank1.safetensors")
     assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
     # every rank entered accelerate's state-dict gathering at each of the 2 checkpoints
     counts = [json.loads((two / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert counts[0] == counts[1] == {"get_state_dict": 2}
+    assert counts[0]["get_state_dict"] == counts[1]["get_state_dict"] == 2
+    # the cache is built once: rank 0 encodes every image and caption, rank 1 reads them
+    assert counts[0]["encoder_passes"] > 0 and counts[1]["encoder_passes"] == 0, counts
     # what rank 0 wrote is the whole model that rank 1 holds
     saved = load_file(tmp_path / "two" / "checkpoint-4" / "model.safetensors")
     assert saved.keys() == r1.keys() and all(torch.equal(saved[k], r1[k]) for k in r1)

@@ -33,8 +33,14 @@ def run_moe(
     only: str | None = None,
     parallel: int = 1,
     relaunch: tuple[str, list[str]] | None = None,  # (config path, flags) for workers
+    writes: bool = True,  # False on ranks > 0 of a distributed launch: they only train
 ) -> Path | None:
-    """Train what is not finished yet (or only `only`); write the manifest when all are."""
+    """Train what is not finished yet (or only `only`); write the manifest when all are.
+
+    Under accelerate launch every rank calls this and trains each run together with the
+    others (run_training returns on every rank only once the run is published); the
+    manifest and the report are written by the process with `writes` alone.
+    """
     runs = [c for c in moe.runs() if only is None or c.expert_name == only]
     for cfg in runs:
         if finished(cfg):
@@ -53,7 +59,7 @@ def run_moe(
     else:
         for cfg in todo:
             _train(cfg)
-    if only is not None:
+    if only is not None or not writes:
         return None
     missing = [c.expert_name for c in moe.runs() if not finished(c)]
     if missing:

@@ -56,7 +56,12 @@ def run_training(
                 from expertune.train.outputs import read_expert_file
 
                 push_expert(cfg, trainer.output_dir, read_expert_file(trainer.output_dir))
-        acc.end_training()
+        acc.wait_for_everyone()  # no rank leaves before the expert is published (moe's next
+        # run may start from it, or check that it is finished). Not acc.end_training(): that
+        # also destroys the process group, which the next run of this process still needs
+        # (the CLI ends it when the command is done).
+        for tracker in acc.trackers:
+            tracker.finish()
     return result
 
 
