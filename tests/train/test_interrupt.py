@@ -53,3 +53,31 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
     resume = ("--resume_from_checkpoint=latest", f"--max_train_steps={step + 2}")
     assert main(train_args(train_ws, out, *flags, *resume)) == 0
     assert [m["step"] for m in metrics(out)] == list(range(1, step + 3))
+
+
+def test_ctrl_c_to_the_whole_group_with_batch_workers_still_saves(train_ws, tmp_path):
+    """A terminal's Ctrl-C reaches every process of the foreground group, the batch
+    workers too: they ignore it, so the run still stops at a step with its checkpoint."""
+    import os
+
+    out = tmp_path / "out"
+    flags = ("--checkpointing_steps=0", "--logging_steps=1", "--dataloader_num_workers=2")
+    flags += ("--gradient_accumulation_steps=8",)  # more micro-batches than are prefetched
+    args = train_args(train_ws, out, "--max_train_steps=100000", *flags)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expertune.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell's foreground job
+    )
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    step = int(re.search(r"at step (\d+)", err.strip().splitlines()[-1]).group(1))
+    assert ckpt.verify(out / f"checkpoint-{step}").step == step

@@ -49,6 +49,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "caption_dropout_probability",
         "train_batch_size",
         "vae_batch_size",
+        "dataloader_num_workers",
         "cache_dir",
     ),
     "band": (

@@ -103,6 +103,7 @@ class TrainConfig(BaseModel):
     minimum_image_size: float | None = Field(None, ge=0)  # in resolution_type's unit
     caption_dropout_probability: float = Field(0.0, ge=0, lt=1)  # train on "" this often
     vae_batch_size: int = Field(4, ge=1)  # images (and captions) per encoder call when caching
+    dataloader_num_workers: int | None = Field(None, ge=0)  # batch readers; None: auto
     # timestep experts and noise schedule
     refiner_training: bool = False  # train one band of a timestep mixture of experts
     refiner_training_strength: float = Field(0.2, gt=0, lt=1)  # fraction of T for the refiner

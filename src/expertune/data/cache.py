@@ -12,7 +12,8 @@ stored in the metadata; anything that fails is a miss, and rebuilding overwrites
 Within a run, an entry's digest is checked once, when the build first reads it (a
 damaged entry is then a miss and is rebuilt); the tensors are kept in memory while they
 fit (`MemoryStore`), so a training step serves them without reading or hashing a file.
-An entry that did not fit is read again from disk without re-hashing.
+An entry that did not fit is read again from disk without re-hashing (by the training
+run's batch workers, train/batches.py, so the training process does not wait on it).
 
 `kill -9` at any point leaves only whole entries and, at worst, a `.*.tmp` file or a
 `.lock` file that no reader looks at (`leftovers` lists them; `expertune cache prune`
@@ -96,6 +97,7 @@ class MemoryStore:
     def __init__(self, budget: int | None = None) -> None:
         self.budget = default_memory_budget() if budget is None else budget
         self.used = 0
+        self.left_out = 0  # entries that did not fit: served from disk
         self._entries: dict[tuple[Path, str, str], Tensors] = {}
 
     def keep(self, root: Path, kind: str, key: str, tensors: Tensors) -> None:
@@ -105,6 +107,8 @@ class MemoryStore:
         if self.used + size <= self.budget:
             self._entries[(root, kind, key)] = tensors
             self.used += size
+        else:
+            self.left_out += 1
 
     def recall(self, root: Path, kind: str, key: str) -> Tensors | None:
         return self._entries.get((root, kind, key))

@@ -32,6 +32,10 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def in_memory(self) -> bool:
+        """Whether every entry read so far is held in memory (none is served from disk)."""
+        return self.caches.memory.left_out == 0
+
     def hold(self, claim) -> None:
         """Keep `claim` (cache_use.Claim on these entries) until this dataset is gone."""
         if claim is not None:
@@ -64,8 +68,8 @@ class CachedDataset(Dataset):
         sample = self[index]
         root = self.items[index].text_root
         text = None
-        if self.empty_caption_key is not None:
-            text = self.caches(root).get(TEXT, self.empty_caption_key)
+        if self.empty_caption_key is not None:  # verified once, then from memory
+            text = self.caches(root).serve(TEXT, self.empty_caption_key)
         if text is None:
             raise DataError(
                 f"the empty caption's embeddings are not cached under {root}; "

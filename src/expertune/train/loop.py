@@ -28,7 +28,7 @@ from expertune.schedule.sampling import sample_timesteps
 from expertune.schedule.targets import sample_noise
 from expertune.train import checkpoint as ckpt
 from expertune.train import rng as rng_io
-from expertune.train.batches import BatchSource
+from expertune.train.batches import BatchSource, PrefetchedBatches, batch_source
 from expertune.train.ema import due_for_callbacks, ema_files, ema_weights
 from expertune.train.guards import FiniteGuard, first_bad, stop_message
 from expertune.train.interrupt import StopSignals
@@ -213,9 +213,10 @@ class Trainer:
             from expertune.train.wandb_log import open_tracker
 
             self.metrics.tracker = open_tracker(cfg, self.output_dir, self.state.run_id)
-        source = BatchSource(
-            self.data.dataset, cfg.seed, cfg.train_batch_size, acc, cfg.caption_dropout_probability
-        )
+        micro_batches = (self.max_steps - self.state.step) * cfg.gradient_accumulation_steps
+        source = batch_source(self.data.dataset, cfg, acc, self.state.position, micro_batches)
+        if isinstance(source, PrefetchedBatches) and acc.is_main_process:
+            log.info("batches: %d worker processes read the cache ahead", source.workers)
         self.bar = make_progress(  # issue 9: plain lines when stderr is not a terminal
             self.max_steps,
             self.state.step,
@@ -236,6 +237,7 @@ class Trainer:
                 for callback in self.callbacks:
                     callback.on_train_end(self)
         finally:
+            source.close()
             self.metrics.close()
             self.bar.close()
         wall = time.perf_counter() - start
@@ -248,7 +250,7 @@ class Trainer:
             start_step=start_step,
         )
 
-    def _step(self, source: BatchSource) -> int:
+    def _step(self, source: BatchSource | PrefetchedBatches) -> int:
         """One optimizer step over `gradient_accumulation_steps` micro-batches; samples seen."""
         cfg, acc = self.cfg, self.accelerator
         began = time.perf_counter()
