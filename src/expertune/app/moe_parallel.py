@@ -43,9 +43,7 @@ def train_in_parallel(moe, runs: list, parallel: int, config: str, flags: list[s
     logs.mkdir(parents=True, exist_ok=True)
     jobs = []
     for i, cfg in enumerate(runs):
-        env = dict(os.environ)
-        if len(devices) > 1:
-            env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+        env = worker_env(i, devices, os.environ)
         argv = worker_argv(config, cfg.expert_name, flags)
         jobs.append((cfg.expert_name, argv, env, logs / f"{cfg.expert_name}.log"))
     log.info("[moe] training %s in %d processes", ", ".join(j[0] for j in jobs), parallel)
@@ -58,6 +56,14 @@ def train_in_parallel(moe, runs: list, parallel: int, config: str, flags: list[s
             f"{name} stopped with exit code {code}: {_last_line(path)} (log: {path}); fix "
             "that and run the same command with --resume_from_checkpoint latest"
         )
+
+
+def worker_env(i: int, devices: list[str], base) -> dict[str, str]:
+    """Worker i's environment: with several GPUs, pinned to one of them (round robin)."""
+    env = dict(base)
+    if len(devices) > 1:
+        env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+    return env
 
 
 def worker_argv(config: str, name: str, flags: list[str]) -> list[str]:
