@@ -21,6 +21,7 @@ from expertune.train.hub import check_hub
 from expertune.train.optimizers import check_optimizer
 from expertune.train.outputs import EXPERT_FILE
 from expertune.train.resume_fit import check_resume_fits
+from expertune.train.setup import check_precision
 from expertune.train.wandb_log import check_wandb
 
 
@@ -41,6 +42,7 @@ def preflight(cfg: TrainConfig) -> Checked:
     check_dataset(cfg)
     check_caches(cfg)
     check_optimizer(cfg)  # issue 9: package present, device able (train/optimizers.py)
+    check_precision(cfg)  # --mixed_precision=fp16 needs a GPU (train/setup.py)
     check_lycoris(cfg)  # issue 9: lycoris-lora installed, --lycoris_config readable
     check_controlnet_path(cfg)  # --controlnet_model_name_or_path is a diffusers ControlNet
     check_quanto_installed(cfg.base_model_precision)  # issue 9: --base_model_precision

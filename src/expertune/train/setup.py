@@ -27,6 +27,21 @@ def setup_output_dir(output_dir: Path) -> None:
         raise ConfigError(f"OUTPUT_DIR {output_dir} cannot be created ({exc.strerror})") from exc
 
 
+def has_gpu() -> bool:
+    """Whether this machine has a GPU accelerate trains on (CUDA or Apple's MPS)."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
+def check_precision(cfg: TrainConfig, gpu: bool | None = None) -> None:
+    """Refuse --mixed_precision=fp16 without a GPU: accelerate would train in fp32 there,
+    silently (its fp16 autocast and gradient scaler are GPU-only); bf16 runs on CPU."""
+    if cfg.mixed_precision == "fp16" and not (has_gpu() if gpu is None else gpu):
+        raise ConfigError(
+            "--mixed_precision=fp16 needs a GPU (fp16 autocast with a gradient scaler) and "
+            "this machine has none; use --mixed_precision=bf16, which runs on the CPU, or no"
+        )
+
+
 def setup_accelerator(cfg: TrainConfig, output_dir: Path):
     """An accelerate Accelerator for this run (devices, mixed precision, processes)."""
     from accelerate import Accelerator
@@ -35,7 +50,7 @@ def setup_accelerator(cfg: TrainConfig, output_dir: Path):
     return Accelerator(
         # no GPU: say so, so that a distributed launch (torchrun) runs on gloo across
         # processes instead of every process training alone as if it were the only one
-        cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        cpu=not has_gpu(),
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         mixed_precision=cfg.mixed_precision,
         project_config=ProjectConfiguration(project_dir=str(output_dir)),
