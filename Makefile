@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-quick lint format bench bench-moe bench-peer clean
+.PHONY: demo test test-quick lint format bench bench-moe bench-peer cuda-paths clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ $(PEER_VENV)/.installed: benchmarks/peer/install.sh
 
 bench-peer: $(STAMP) $(PEER_VENV)/.installed
 	$(PY) benchmarks/peer/peer_bench.py --peer-venv $(PEER_VENV)
+
+cuda-paths: $(STAMP)  # the GPU code paths on a CUDA machine (refuses on a CPU; --allow-cpu checks the harness)
+	$(PY) benchmarks/cuda_paths.py
 
 clean:
 	rm -rf $(VENV) expertune-demo .pytest_cache .ruff_cache
