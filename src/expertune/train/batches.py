@@ -156,8 +156,7 @@ def batch_source(
     )
     workers = cfg.dataloader_num_workers
     if workers is None:
-        in_memory = getattr(dataset, "in_memory", lambda: True)()
-        workers = 0 if in_memory else DEFAULT_WORKERS
+        workers = 0 if dataset.in_memory() else DEFAULT_WORKERS
     if workers == 0 or count <= 0:
         return source
     return PrefetchedBatches(source, start, count, workers)
