@@ -18,6 +18,23 @@ from expertune.train import checkpoint as ckpt
 pytestmark = pytest.mark.slow
 
 
+def _training_two_steps_in(ws, out, flags, **popen) -> subprocess.Popen:
+    """A long `expertune train` in its own process, once it has logged two steps."""
+    args = train_args(ws, out, "--max_train_steps=100000", *flags)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expertune.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    return proc
+
+
 @pytest.mark.parametrize(
     "sig, code",
     [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
@@ -28,17 +45,7 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_with_its_code(
 ):
     out = tmp_path / "out"
     flags = ("--checkpointing_steps=0", "--logging_steps=1")  # no checkpoint would be due
-    args = train_args(train_ws, out, "--max_train_steps=100000", *flags)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "expertune.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 300
-    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
+    proc = _training_two_steps_in(train_ws, out, flags)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
@@ -63,18 +70,8 @@ def test_ctrl_c_to_the_whole_group_with_batch_workers_still_saves(train_ws, tmp_
     out = tmp_path / "out"
     flags = ("--checkpointing_steps=0", "--logging_steps=1", "--dataloader_num_workers=2")
     flags += ("--gradient_accumulation_steps=8",)  # more micro-batches than are prefetched
-    args = train_args(train_ws, out, "--max_train_steps=100000", *flags)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "expertune.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a shell's foreground job
-    )
-    deadline = time.monotonic() + 300
-    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
+    # its own process group, as a shell's foreground job
+    proc = _training_two_steps_in(train_ws, out, flags, start_new_session=True)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
