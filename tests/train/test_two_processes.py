@@ -52,3 +52,13 @@ def test_two_processes_write_once_and_resume_exactly(train_ws, tmp_path):
     assert "trained 2 steps in this run" in done.stdout
     a, b = unet_weights(out), unet_weights(again)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_with_batch_workers_train_the_same_weights(train_ws, tmp_path):
+    """Each rank's DataLoader workers assemble that rank's slice: the same weights as the
+    ranks assembling their batches themselves."""
+    plain, workers = tmp_path / "plain", tmp_path / "workers"
+    _launch(train_ws, plain, "--dataloader_num_workers=0")
+    _launch(train_ws, workers, "--dataloader_num_workers=2")
+    a, b = unet_weights(plain), unet_weights(workers)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
