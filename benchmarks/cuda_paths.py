@@ -82,12 +82,13 @@ def passed(result: dict, steps: int, expect_refusal: bool) -> bool:
         result["exit"] == 0
         and result["published"]
         and result["finite"]
-        and (result["steps"] == steps)
+        and result["steps"] == steps
     )
 
 
 def fused_adamw_on(device: str) -> bool:
-    """The optimizer the trainer builds for parameters on `device` is torch's fused AdamW."""
+    """The optimizer the trainer builds for parameters on `device` is torch's fused AdamW
+    (on the CPU too)."""
     from expertune.config import load_config
     from expertune.train.optimizers import build_optimizer
 
@@ -97,7 +98,8 @@ def fused_adamw_on(device: str) -> bool:
 
 
 def pinned_batches(device: str) -> bool:
-    """Batches from the DataLoader workers arrive pinned when the device is a GPU."""
+    """Batches from the DataLoader workers arrive pinned exactly when the device is a GPU,
+    and reach that device."""
     from types import SimpleNamespace
 
     from expertune.train.batches import BatchSource, PrefetchedBatches
@@ -114,7 +116,8 @@ def pinned_batches(device: str) -> bool:
     try:
         host = next(ahead._batches)
         on_device = ahead.batch(2)["latents"]
-        return host["latents"].is_pinned() and on_device.device.type == device
+        pinned = host["latents"].is_pinned() == (device == "cuda")
+        return pinned and on_device.device.type == device
     finally:
         ahead.close()
 
@@ -163,11 +166,9 @@ def main() -> int:
               f"{result['s']:6.1f}s  {f'{sps:.1f} samples/s' if sps else ''}  {note}",
               flush=True)  # fmt: skip
     for what, check in (("fused AdamW", fused_adamw_on), ("pinned batches", pinned_batches)):
-        expected = gpu  # on a CPU neither is pinned; fused AdamW is used there too
-        value = check(device)
-        good = value if what == "fused AdamW" else value == expected
+        good = check(device)
         ok, total = ok + good, total + 1
-        print(f"{'ok  ' if good else 'FAIL'} {what:34s} {value}", flush=True)
+        print(f"{'ok  ' if good else 'FAIL'} {what}", flush=True)
     result = generate_offloaded(work, work / "run0", args.steps, device)
     good = result["refiner_exit"] == 0 and result["exit"] == 0 and result["image"]
     if not gpu:  # nothing to offload to: one line, as the other GPU-only options
